@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/httpapi"
+	"github.com/herald-sse/herald/web"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	addr := fs.String("addr", ":8080", "`address` to listen on")
+	heartbeat := fs.Duration("heartbeat", herald.DefaultHeartbeat, "interval of keep-alive comments on idle streams; 0 disables")
+	maxConns := fs.Int("max-connections", 10000, "most concurrent streams; 0 means no limit")
+	queueBytes := fs.Int("queue-bytes", herald.DefaultQueueBytes, "`bytes` that may wait for one slow stream before it is dropped")
+	maxBody := fs.Int64("max-body", httpapi.DefaultMaxBodyBytes, "largest publish body in `bytes`")
+	writeTimeout := fs.Duration("write-timeout", httpapi.DefaultWriteTimeout, "how long one write to a stream may block before the client is dropped")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long to wait for streams to end on SIGINT/SIGTERM")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log `format`: text or json")
+	fs.Usage = flagUsage(fs, "Runs the hub: GET /events streams, POST /publish publishes, GET / is a live page.")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+
+	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	if *heartbeat < 0 || *maxConns < 0 || *queueBytes < 0 || *maxBody < 0 || *writeTimeout < 0 {
+		return errors.New("durations, sizes and limits must not be negative")
+	}
+
+	hub := &herald.Hub{QueueBytes: *queueBytes, Heartbeat: *heartbeat}
+	if *heartbeat == 0 {
+		hub.Heartbeat = -1 // the flag's 0 means off; the Hub's 0 means default
+	}
+	handler := &httpapi.Handler{
+		Hub:            hub,
+		MaxConnections: *maxConns,
+		MaxBodyBytes:   *maxBody,
+		WriteTimeout:   *writeTimeout,
+		Page:           web.Handler(),
+		Logger:         logger,
+	}
+	if *writeTimeout == 0 {
+		handler.WriteTimeout = -1
+	}
+	srv := httpapi.NewServer(*addr, handler)
+	srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	// Closing the hub ends every stream, which Shutdown waits for.
+	srv.RegisterOnShutdown(func() { hub.Close() })
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	logger.Info("herald listening", "addr", ln.Addr().String(), "store", "memory",
+		"heartbeat", heartbeat.String(), "max_connections", *maxConns)
+	fmt.Fprintf(stdout, "herald serving on http://%s\n", displayAddr(ln.Addr()))
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+
+	logger.Info("shutting down", "open_streams", handler.ActiveStreams())
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("streams still open at shutdown deadline; closing them", "error", err)
+		srv.Close()
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+}
+
+// displayAddr turns a wildcard listen address into one a browser can open.
+func displayAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return a.String()
+	}
+	return fmt.Sprintf("localhost:%d", tcp.Port)
+}

@@ -1,0 +1,116 @@
+package herald
+
+import (
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/herald-sse/herald/sse"
+)
+
+// Limits on what a published event may carry. They keep one event from
+// costing every subscriber's queue more than the event is worth and keep
+// topic names usable as map keys and URL parameters.
+const (
+	// MaxTopicLength is the longest topic name, in bytes.
+	MaxTopicLength = 1024
+	// MaxIDLength is the longest publisher-supplied event ID, in bytes.
+	MaxIDLength = 1024
+	// MaxTypeLength is the longest event type, in bytes.
+	MaxTypeLength = 256
+)
+
+// Event is a message published to one or more topics.
+type Event struct {
+	// Topics the event is published to; at least one. A subscriber whose
+	// selectors match several of them still receives the event once.
+	Topics []string
+	// ID is the event ID sent to subscribers. When empty, the hub assigns
+	// one. Clients send it back as Last-Event-ID when they reconnect.
+	ID string
+	// Type is the SSE event type; empty means "message".
+	Type string
+	// Data is the payload, UTF-8 text. Line breaks of any kind (CRLF, CR,
+	// LF) arrive at an EventSource as LF.
+	Data string
+	// Retry, when at least one millisecond, tells clients how long to wait
+	// before reconnecting.
+	Retry time.Duration
+}
+
+// ErrInvalidEvent is wrapped by every error that rejects an event because
+// of what it contains, so callers can tell bad input from hub failures.
+var ErrInvalidEvent = errors.New("invalid event")
+
+// invalidEvent returns an error that wraps ErrInvalidEvent with a reason a
+// publisher can act on.
+func invalidEvent(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidEvent, fmt.Sprintf(format, args...))
+}
+
+// Validate reports why e cannot be published, or nil.
+func (e *Event) Validate() error {
+	if len(e.Topics) == 0 {
+		return invalidEvent("missing topic")
+	}
+	for _, t := range e.Topics {
+		if err := ValidateTopic(t); err != nil {
+			return err
+		}
+	}
+	if len(e.ID) > MaxIDLength {
+		return invalidEvent("id longer than %d bytes", MaxIDLength)
+	}
+	if err := sse.ValidateID(e.ID); err != nil {
+		return invalidEvent("id must not contain CR, LF or NUL")
+	}
+	if !utf8.ValidString(e.ID) {
+		return invalidEvent("id is not valid UTF-8")
+	}
+	if len(e.Type) > MaxTypeLength {
+		return invalidEvent("event type longer than %d bytes", MaxTypeLength)
+	}
+	if err := sse.ValidateType(e.Type); err != nil {
+		return invalidEvent("event type must not contain CR or LF")
+	}
+	if !utf8.ValidString(e.Type) {
+		return invalidEvent("event type is not valid UTF-8")
+	}
+	if !utf8.ValidString(e.Data) {
+		return invalidEvent("data is not valid UTF-8")
+	}
+	if e.Retry < 0 {
+		return invalidEvent("retry must not be negative")
+	}
+	return nil
+}
+
+// ValidateTopic reports why name cannot be a topic an event is published to.
+// "*" is refused because, as a selector, it means every topic.
+func ValidateTopic(name string) error {
+	if reason := topicProblem(name); reason != "" {
+		return invalidEvent("%s", reason)
+	}
+	return nil
+}
+
+// topicProblem returns why name is not a usable topic name, or "".
+func topicProblem(name string) string {
+	switch {
+	case name == "":
+		return "empty topic"
+	case name == AllTopics:
+		return fmt.Sprintf("topic %q is reserved: it selects every topic", AllTopics)
+	case len(name) > MaxTopicLength:
+		return fmt.Sprintf("topic longer than %d bytes", MaxTopicLength)
+	case !utf8.ValidString(name):
+		return "topic is not valid UTF-8"
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] < 0x20 || name[i] == 0x7f {
+			return "topic contains a control character"
+		}
+	}
+	return ""
+}

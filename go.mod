@@ -1,0 +1,3 @@
+module github.com/herald-sse/herald
+
+go 1.26

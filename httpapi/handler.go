@@ -1,0 +1,181 @@
+// Package httpapi serves a [herald.Hub] over HTTP: event streams, publishing
+// and health checks.
+package httpapi
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-sse/herald"
+)
+
+// Defaults used when the corresponding [Handler] field is zero.
+const (
+	// DefaultMaxBodyBytes bounds a publish request body.
+	DefaultMaxBodyBytes = 1 << 20
+	// DefaultWriteTimeout is how long one write to a stream may block
+	// before the client is considered stalled and dropped.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultBodyReadTimeout bounds how long reading a publish body may
+	// take, so a trickling publisher cannot hold a connection forever.
+	DefaultBodyReadTimeout = 30 * time.Second
+)
+
+// Handler is the HTTP API of a hub:
+//
+//	GET  /events?topic=SELECTOR[&topic=...]  event stream
+//	POST /publish                             publish (JSON or form)
+//	GET  /healthz                             liveness
+//	GET  /                                    Page, when set
+//
+// Set the fields before serving the first request.
+type Handler struct {
+	// Hub is where events are published and subscribed. Required.
+	Hub *herald.Hub
+	// MaxConnections caps concurrent streams; past it new streams get 503
+	// with Retry-After. Zero means no cap.
+	MaxConnections int
+	// MaxBodyBytes caps a publish body; larger bodies get 413. Zero means
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// WriteTimeout is the deadline of each write to a stream; a client that
+	// does not take the bytes in time is dropped. Zero means
+	// DefaultWriteTimeout; negative disables the deadline.
+	WriteTimeout time.Duration
+	// Page, if set, is served at "/" (the embedded web page, for example).
+	Page http.Handler
+	// Logger receives one record per rejected request and per dropped
+	// stream. Nil means slog.Default().
+	Logger *slog.Logger
+
+	streams atomic.Int64 // open streams, counted exactly for MaxConnections
+	bufs    sync.Pool    // *[]byte write buffers, so idle streams hold none
+}
+
+// ServeHTTP routes a request to the endpoint for its path.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/events":
+		if allowMethods(h, w, r, http.MethodGet) {
+			h.serveStream(w, r)
+		}
+	case "/publish":
+		if allowMethods(h, w, r, http.MethodPost) {
+			h.servePublish(w, r)
+		}
+	case "/healthz":
+		if allowMethods(h, w, r, http.MethodGet, http.MethodHead) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}
+	case "/":
+		if h.Page != nil {
+			h.Page.ServeHTTP(w, r)
+			return
+		}
+		h.fail(w, r, http.StatusNotFound, "not found")
+	default:
+		h.fail(w, r, http.StatusNotFound, "not found")
+	}
+}
+
+// ActiveStreams returns the number of streams being served.
+func (h *Handler) ActiveStreams() int { return int(h.streams.Load()) }
+
+// acquireStream takes a connection slot. A compare-and-swap loop rather
+// than add-then-undo keeps the count exact: a transient overshoot would
+// refuse a request that arrived while a slot was in fact free.
+func (h *Handler) acquireStream() bool {
+	for {
+		n := h.streams.Load()
+		if h.MaxConnections > 0 && n >= int64(h.MaxConnections) {
+			return false
+		}
+		if h.streams.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (h *Handler) releaseStream() { h.streams.Add(-1) }
+
+func (h *Handler) logger() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.Default()
+}
+
+func (h *Handler) writeTimeout() time.Duration {
+	if h.WriteTimeout == 0 {
+		return DefaultWriteTimeout
+	}
+	return h.WriteTimeout
+}
+
+func (h *Handler) maxBodyBytes() int64 {
+	if h.MaxBodyBytes > 0 {
+		return h.MaxBodyBytes
+	}
+	return DefaultMaxBodyBytes
+}
+
+// allowMethods answers 405 with an Allow header unless r uses one of
+// methods.
+func allowMethods(h *Handler, w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	h.fail(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+strings.Join(methods, " or "))
+	return false
+}
+
+// fail answers a rejected request with a JSON error body and logs it: the
+// one place a bad request is logged.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	h.logger().LogAttrs(r.Context(), slog.LevelWarn, "request rejected",
+		slog.Int("status", status),
+		slog.String("error", msg),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.String("remote", r.RemoteAddr),
+	)
+	writeJSON(w, status, errorBody{Error: msg})
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// NewServer returns an http.Server for h with timeouts that protect against
+// slow clients without cutting long-lived streams: headers must arrive in
+// time, but there is no absolute WriteTimeout or ReadTimeout (either would
+// end every stream); streams use a deadline per write instead.
+func NewServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}

@@ -1,0 +1,246 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/herald-sse/herald"
+)
+
+// maxRetryMillis keeps a retry value representable as a time.Duration and
+// sane for a client: about 24 days.
+const maxRetryMillis = math.MaxInt32
+
+// servePublish publishes the event (or batch) in the request body.
+func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
+	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || (mediaType != "application/json" && mediaType != "application/x-www-form-urlencoded") {
+		h.fail(w, r, http.StatusUnsupportedMediaType,
+			"Content-Type must be application/json or application/x-www-form-urlencoded")
+		return
+	}
+
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(DefaultBodyReadTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBodyBytes()))
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.fail(w, r, http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("body larger than %d bytes", tooBig.Limit))
+			return
+		}
+		h.fail(w, r, http.StatusBadRequest, "reading body: "+err.Error())
+		return
+	}
+
+	var events []herald.Event
+	batch := false
+	if mediaType == "application/json" {
+		events, batch, err = decodeJSONEvents(body)
+	} else {
+		var e herald.Event
+		e, err = decodeFormEvent(body)
+		events = []herald.Event{e}
+	}
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+
+	ids, err := h.Hub.Publish(events...)
+	switch {
+	case errors.Is(err, herald.ErrInvalidEvent):
+		h.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	case errors.Is(err, herald.ErrHubClosed):
+		w.Header().Set("Retry-After", "5")
+		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")
+		return
+	case err != nil:
+		h.fail(w, r, http.StatusInternalServerError, "publish failed")
+		return
+	}
+	if batch {
+		writeJSON(w, http.StatusOK, map[string][]string{"ids": ids})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"id": ids[0]})
+}
+
+// jsonEvent is one event of a JSON publish body.
+type jsonEvent struct {
+	Topic  string          `json:"topic"`
+	Topics []string        `json:"topics"`
+	Data   json.RawMessage `json:"data"`
+	Event  string          `json:"event"`
+	ID     string          `json:"id"`
+	Retry  *int64          `json:"retry"`
+}
+
+// decodeJSONEvents reads one event object, or an array of them (a batch).
+func decodeJSONEvents(body []byte) (events []herald.Event, batch bool, err error) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 {
+		return nil, false, errors.New("empty body: expected a JSON object or array")
+	}
+	batch = trimmed[0] == '['
+	if !batch && trimmed[0] != '{' {
+		return nil, false, errors.New("body must be a JSON object or an array of objects")
+	}
+
+	var in []jsonEvent
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if batch {
+		err = dec.Decode(&in)
+	} else {
+		in = make([]jsonEvent, 1)
+		err = dec.Decode(&in[0])
+	}
+	if err != nil {
+		return nil, batch, jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, batch, errors.New("malformed JSON: unexpected data after the body")
+	}
+	if batch && len(in) == 0 {
+		return nil, batch, errors.New("empty batch")
+	}
+
+	events = make([]herald.Event, len(in))
+	for i := range in {
+		events[i], err = in[i].event()
+		if err != nil {
+			if batch {
+				err = fmt.Errorf("event %d: %w", i, err)
+			}
+			return nil, batch, err
+		}
+	}
+	return events, batch, nil
+}
+
+func (j *jsonEvent) event() (herald.Event, error) {
+	e := herald.Event{ID: j.ID, Type: j.Event}
+	e.Topics = topicList(j.Topic, j.Topics)
+	if len(e.Topics) == 0 {
+		return e, errors.New(`missing "topic" (or "topics")`)
+	}
+	switch {
+	case len(j.Data) == 0:
+	case j.Data[0] == '"':
+		if err := json.Unmarshal(j.Data, &e.Data); err != nil {
+			return e, jsonError(err)
+		}
+	default:
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, j.Data); err != nil {
+			return e, jsonError(err)
+		}
+		e.Data = compact.String()
+	}
+	if j.Retry != nil {
+		retry, err := retryDuration(*j.Retry)
+		if err != nil {
+			return e, err
+		}
+		e.Retry = retry
+	}
+	return e, nil
+}
+
+// topicList merges "topic" and "topics", dropping duplicates so
+// the hub sees each topic once.
+func topicList(one string, many []string) []string {
+	var out []string
+	add := func(t string) {
+		for _, o := range out {
+			if o == t {
+				return
+			}
+		}
+		out = append(out, t)
+	}
+	if one != "" {
+		add(one)
+	}
+	for _, t := range many {
+		add(t)
+	}
+	return out
+}
+
+func retryDuration(ms int64) (time.Duration, error) {
+	if ms < 0 || ms > maxRetryMillis {
+		return 0, fmt.Errorf(`"retry" must be between 0 and %d milliseconds`, maxRetryMillis)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// jsonError rewords encoding/json errors so they name the problem in the
+// request rather than Go types.
+func jsonError(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Errorf("malformed JSON at byte %d: %v", syntax.Offset, syntax)
+	case errors.As(err, &typ):
+		if typ.Field != "" {
+			return fmt.Errorf("field %q: expected %s, got JSON %s", typ.Field, typ.Type.Kind(), typ.Value)
+		}
+		return fmt.Errorf("expected a JSON object, got JSON %s", typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("malformed JSON: body ends too early")
+	}
+	return fmt.Errorf("malformed JSON: %v", err)
+}
+
+// formFields are the fields a form publish may carry; only topic repeats.
+var formFields = map[string]bool{"topic": true, "data": true, "event": true, "id": true, "retry": true}
+
+// decodeFormEvent reads an application/x-www-form-urlencoded publish, so
+// that `curl -d topic=news -d data=hello` works.
+func decodeFormEvent(body []byte) (herald.Event, error) {
+	var e herald.Event
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return e, fmt.Errorf("malformed form body: %v", err)
+	}
+	for name, values := range form {
+		if !formFields[name] {
+			return e, fmt.Errorf("unknown field %q", name)
+		}
+		if name != "topic" && len(values) > 1 {
+			return e, fmt.Errorf("field %q given %d times", name, len(values))
+		}
+	}
+	e.Topics = topicList("", form["topic"])
+	if len(e.Topics) == 0 {
+		return e, errors.New(`missing "topic"`)
+	}
+	e.Data = form.Get("data")
+	e.Type = form.Get("event")
+	e.ID = form.Get("id")
+	if v, ok := form["retry"]; ok {
+		ms, err := strconv.ParseInt(v[0], 10, 64)
+		if err != nil {
+			return e, errors.New(`"retry" must be a whole number of milliseconds`)
+		}
+		if e.Retry, err = retryDuration(ms); err != nil {
+			return e, err
+		}
+	}
+	return e, nil
+}

@@ -1,0 +1,307 @@
+package herald
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-sse/herald/sse"
+)
+
+// Defaults used when the corresponding [Hub] field is zero.
+const (
+	// DefaultQueueBytes bounds a subscriber's queue. It holds a few seconds
+	// of a busy stream while staying small next to the kernel's own socket
+	// buffers.
+	DefaultQueueBytes = 1 << 20
+	// DefaultHeartbeat is short enough for proxies that close streams idle
+	// for 30 s or more.
+	DefaultHeartbeat = 15 * time.Second
+)
+
+// Errors reported by [Subscriber.Err] and the hub's methods.
+var (
+	// ErrSlowSubscriber means the subscriber's queue overflowed because its
+	// reader did not keep up; it was dropped so that nobody else waits.
+	ErrSlowSubscriber = errors.New("subscriber too slow: queue overflowed")
+	// ErrHubClosed means the hub was closed (the server is shutting down).
+	ErrHubClosed = errors.New("hub closed")
+	// ErrNoSelector means Subscribe was called without any selector.
+	ErrNoSelector = errors.New("no topic selector")
+)
+
+// Hub routes published events to subscribers. The zero value is ready to
+// use; set the exported fields before the first call. A Hub must not be
+// copied after first use.
+type Hub struct {
+	// QueueBytes bounds what may wait in one subscriber's queue. An event
+	// that would push a non-empty queue past it drops the subscriber. Zero
+	// means DefaultQueueBytes.
+	QueueBytes int
+	// Heartbeat is how often a comment is queued to subscribers that were
+	// sent nothing since the previous beat, so a stream is never silent for
+	// more than twice this. Zero means DefaultHeartbeat; negative disables.
+	Heartbeat time.Duration
+
+	initOnce sync.Once
+	idPrefix string // makes generated IDs unique across hub instances
+
+	// mu serialises publishing so every subscriber sees events in one
+	// global order, and guards the subscription index.
+	mu         sync.Mutex
+	closed     bool
+	publishSeq uint64 // numbers publishes so a subscriber matched twice gets an event once
+	idSeq      uint64
+	subs       map[*Subscriber]struct{}
+	byTopic    map[string]map[*Subscriber]struct{} // subscribers with Topic selectors
+	scanned    map[*Subscriber]struct{}            // subscribers with other selectors
+	stopBeat   chan struct{}
+
+	published atomic.Uint64
+	delivered atomic.Uint64
+	dropped   atomic.Uint64
+}
+
+func (h *Hub) init() {
+	h.initOnce.Do(func() {
+		var b [6]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+		h.idPrefix = base64.RawURLEncoding.EncodeToString(b[:]) + "-"
+		h.subs = make(map[*Subscriber]struct{})
+		h.byTopic = make(map[string]map[*Subscriber]struct{})
+		h.scanned = make(map[*Subscriber]struct{})
+	})
+}
+
+func (h *Hub) queueBytes() int {
+	if h.QueueBytes > 0 {
+		return h.QueueBytes
+	}
+	return DefaultQueueBytes
+}
+
+func (h *Hub) heartbeat() time.Duration {
+	if h.Heartbeat == 0 {
+		return DefaultHeartbeat
+	}
+	return h.Heartbeat
+}
+
+// Subscribe registers a subscriber for the events matching any of
+// selectors. The caller must drain it (see [Subscriber.Ready]) and call
+// [Subscriber.Close] when done.
+func (h *Hub) Subscribe(selectors ...Selector) (*Subscriber, error) {
+	if len(selectors) == 0 {
+		return nil, ErrNoSelector
+	}
+	h.init()
+	s := &Subscriber{
+		hub:       h,
+		selectors: selectors,
+		limit:     h.queueBytes(),
+		ready:     make(chan struct{}, 1),
+		done:      make(chan struct{}),
+	}
+	for _, sel := range selectors {
+		if t, ok := sel.(Topic); ok {
+			s.topics = append(s.topics, string(t))
+		} else {
+			s.scanned = true
+		}
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrHubClosed
+	}
+	h.subs[s] = struct{}{}
+	for _, t := range s.topics {
+		set := h.byTopic[t]
+		if set == nil {
+			set = make(map[*Subscriber]struct{})
+			h.byTopic[t] = set
+		}
+		set[s] = struct{}{}
+	}
+	if s.scanned {
+		h.scanned[s] = struct{}{}
+	}
+	if h.stopBeat == nil && h.heartbeat() > 0 {
+		h.stopBeat = make(chan struct{})
+		go h.beat(h.heartbeat(), h.stopBeat)
+	}
+	return s, nil
+}
+
+// Publish validates, numbers, encodes and delivers events, in order. Either
+// every event is published or, when one is invalid, none is and the error
+// (wrapping [ErrInvalidEvent]) names it. It returns the ID of each event:
+// the one it carried, or the one the hub assigned.
+//
+// Publish never waits for subscribers.
+func (h *Hub) Publish(events ...Event) ([]string, error) {
+	for i := range events {
+		if err := events[i].Validate(); err != nil {
+			if len(events) > 1 {
+				return nil, fmt.Errorf("event %d: %w", i, err)
+			}
+			return nil, err
+		}
+	}
+	h.init()
+	ids := make([]string, len(events))
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrHubClosed
+	}
+	for i := range events {
+		e := &events[i]
+		id := e.ID
+		if id == "" {
+			h.idSeq++
+			id = h.idPrefix + strconv.FormatUint(h.idSeq, 36)
+		}
+		ids[i] = id
+		frame, err := sse.AppendEvent(nil, &sse.Event{ID: id, Type: e.Type, Data: e.Data, Retry: e.Retry})
+		if err != nil {
+			// Validate accepted what the encoder refuses: a bug, not bad input.
+			panic(fmt.Sprintf("herald: validated event failed to encode: %v", err))
+		}
+		h.fanOutLocked(e.Topics, frame)
+	}
+	h.published.Add(uint64(len(events)))
+	return ids, nil
+}
+
+// fanOutLocked queues frame to each subscriber matching one of topics,
+// once. h.mu must be held.
+func (h *Hub) fanOutLocked(topics []string, frame []byte) {
+	h.publishSeq++
+	seq := h.publishSeq
+	var n uint64
+	deliver := func(s *Subscriber) {
+		if s.lastPublish == seq {
+			return
+		}
+		s.lastPublish = seq
+		if s.enqueue(frame) {
+			n++
+			return
+		}
+		h.removeLocked(s)
+		h.dropped.Add(1)
+		s.finish(ErrSlowSubscriber)
+	}
+	for _, t := range topics {
+		for s := range h.byTopic[t] {
+			deliver(s)
+		}
+	}
+	for s := range h.scanned {
+		if s.lastPublish == seq {
+			continue
+		}
+		for _, t := range topics {
+			if s.match(t) {
+				deliver(s)
+				break
+			}
+		}
+	}
+	h.delivered.Add(n)
+}
+
+// removeLocked takes s out of the index. h.mu must be held.
+func (h *Hub) removeLocked(s *Subscriber) {
+	if _, ok := h.subs[s]; !ok {
+		return
+	}
+	delete(h.subs, s)
+	for _, t := range s.topics {
+		set := h.byTopic[t]
+		delete(set, s)
+		if len(set) == 0 {
+			delete(h.byTopic, t)
+		}
+	}
+	delete(h.scanned, s)
+}
+
+var heartbeatFrame = sse.AppendComment(nil, "")
+
+// beat queues a heartbeat comment to every subscriber that was sent
+// nothing since the previous tick. One timer serves the whole hub.
+func (h *Hub) beat(every time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			h.beatOnce()
+		}
+	}
+}
+
+func (h *Hub) beatOnce() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		s.heartbeat(heartbeatFrame)
+	}
+}
+
+// Close disconnects every subscriber with [ErrHubClosed] and refuses new
+// subscriptions and publishes. What subscribers had queued can still be
+// drained, so streams can end cleanly. Close is idempotent.
+func (h *Hub) Close() error {
+	h.init()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	for s := range h.subs {
+		h.removeLocked(s)
+		s.finish(ErrHubClosed)
+	}
+	if h.stopBeat != nil {
+		close(h.stopBeat)
+	}
+	return nil
+}
+
+// Stats is a snapshot of a hub's counters.
+type Stats struct {
+	Subscribers int    // subscribers now registered
+	Topics      int    // distinct topics subscribed to by name
+	Published   uint64 // events published since the hub started
+	Delivered   uint64 // events queued to subscribers, one per subscriber reached
+	Dropped     uint64 // subscribers dropped for overflowing their queue
+	QueuedBytes int    // bytes waiting in all subscriber queues
+}
+
+// Stats returns the hub's current counters.
+func (h *Hub) Stats() Stats {
+	h.init()
+	h.mu.Lock()
+	st := Stats{Subscribers: len(h.subs), Topics: len(h.byTopic)}
+	for s := range h.subs {
+		st.QueuedBytes += s.queuedBytes()
+	}
+	h.mu.Unlock()
+	st.Published = h.published.Load()
+	st.Delivered = h.delivered.Load()
+	st.Dropped = h.dropped.Load()
+	return st
+}

@@ -1,0 +1,336 @@
+package herald
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/herald-sse/herald/sse"
+)
+
+// newTestHub returns a hub without a heartbeat goroutine, closed at the end
+// of the test.
+func newTestHub(t testing.TB, queueBytes int) *Hub {
+	t.Helper()
+	h := &Hub{QueueBytes: queueBytes, Heartbeat: -1}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func subscribe(t testing.TB, h *Hub, selectors ...string) *Subscriber {
+	t.Helper()
+	var sels []Selector
+	for _, s := range selectors {
+		sel, err := ParseSelector(s)
+		if err != nil {
+			t.Fatalf("ParseSelector(%q): %v", s, err)
+		}
+		sels = append(sels, sel)
+	}
+	s, err := h.Subscribe(sels...)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func publish(t testing.TB, h *Hub, events ...Event) []string {
+	t.Helper()
+	ids, err := h.Publish(events...)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	return ids
+}
+
+// received decodes everything queued for s, as a client would see it.
+func received(t testing.TB, s *Subscriber) []sse.Message {
+	t.Helper()
+	dec := sse.NewDecoder(bytes.NewReader(s.Drain(nil)))
+	var out []sse.Message
+	for {
+		m, err := dec.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("decoding queued frames: %v", err)
+		}
+		out = append(out, m)
+	}
+}
+
+func datas(ms []sse.Message) []string {
+	out := []string{}
+	for _, m := range ms {
+		out = append(out, m.Data)
+	}
+	return out
+}
+
+func TestPublishReachesMatchingSubscribersOnce(t *testing.T) {
+	h := newTestHub(t, 0)
+	news := subscribe(t, h, "news")
+	sports := subscribe(t, h, "sports")
+	both := subscribe(t, h, "news", "sports")
+	all := subscribe(t, h, "*")
+	allAndNews := subscribe(t, h, "*", "news")
+	none := subscribe(t, h, "weather")
+
+	publish(t, h, Event{Topics: []string{"news"}, Data: "n1"})
+	publish(t, h, Event{Topics: []string{"sports"}, Data: "s1"})
+	publish(t, h, Event{Topics: []string{"news", "sports"}, Data: "ns1"})
+
+	cases := []struct {
+		name string
+		sub  *Subscriber
+		want []string
+	}{
+		{"news", news, []string{"n1", "ns1"}},
+		{"sports", sports, []string{"s1", "ns1"}},
+		{"news+sports", both, []string{"n1", "s1", "ns1"}},
+		{"*", all, []string{"n1", "s1", "ns1"}},
+		{"*+news", allAndNews, []string{"n1", "s1", "ns1"}},
+		{"weather", none, []string{}},
+	}
+	for _, c := range cases {
+		if got := datas(received(t, c.sub)); fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s received %q, want %q", c.name, got, c.want)
+		}
+	}
+	if st := h.Stats(); st.Published != 3 || st.Delivered != 13 {
+		t.Errorf("stats = %+v, want 3 published, 13 delivered", st)
+	}
+}
+
+func TestPublishIDs(t *testing.T) {
+	h := newTestHub(t, 0)
+	s := subscribe(t, h, "t")
+	ids := publish(t, h,
+		Event{Topics: []string{"t"}, Data: "a"},
+		Event{Topics: []string{"t"}, Data: "b", ID: "mine"},
+		Event{Topics: []string{"t"}, Data: "c"},
+	)
+	if ids[1] != "mine" {
+		t.Errorf("publisher id replaced: %q", ids[1])
+	}
+	if ids[0] == "" || ids[0] == ids[2] {
+		t.Errorf("assigned ids not unique: %q", ids)
+	}
+	other := &Hub{Heartbeat: -1}
+	defer other.Close()
+	if otherIDs, _ := other.Publish(Event{Topics: []string{"t"}}); otherIDs[0] == ids[0] {
+		t.Errorf("two hubs assigned the same first id %q", ids[0])
+	}
+	msgs := received(t, s)
+	for i, m := range msgs {
+		if m.LastEventID != ids[i] {
+			t.Errorf("event %d carries id %q, Publish returned %q", i, m.LastEventID, ids[i])
+		}
+	}
+}
+
+func TestPublishInvalidBatchPublishesNothing(t *testing.T) {
+	h := newTestHub(t, 0)
+	s := subscribe(t, h, "*")
+	bad := []Event{
+		{Data: "no topic"},
+		{Topics: []string{""}},
+		{Topics: []string{"*"}},
+		{Topics: []string{"a\nb"}},
+		{Topics: []string{strings.Repeat("x", MaxTopicLength+1)}},
+		{Topics: []string{"t"}, ID: "a\nb"},
+		{Topics: []string{"t"}, ID: "a\rb"},
+		{Topics: []string{"t"}, ID: "a\x00b"},
+		{Topics: []string{"t"}, Type: "a\nb"},
+		{Topics: []string{"t"}, Type: "a\rb"},
+		{Topics: []string{"t"}, Data: "\xff"},
+		{Topics: []string{"t"}, Retry: -1},
+	}
+	for _, e := range bad {
+		ids, err := h.Publish(Event{Topics: []string{"t"}, Data: "fine"}, e)
+		if !errors.Is(err, ErrInvalidEvent) {
+			t.Errorf("Publish(%+v) error = %v, want ErrInvalidEvent", e, err)
+		}
+		if !strings.HasPrefix(err.Error(), "event 1: ") {
+			t.Errorf("batch error %q does not name the event", err)
+		}
+		if ids != nil {
+			t.Errorf("ids returned for a rejected batch: %q", ids)
+		}
+	}
+	if got := received(t, s); len(got) != 0 {
+		t.Errorf("rejected batches delivered %d events", len(got))
+	}
+}
+
+func TestSlowSubscriberIsDroppedAlone(t *testing.T) {
+	const limit = 4 << 10
+	h := newTestHub(t, limit)
+	stalled := subscribe(t, h, "t")
+	reader := subscribe(t, h, "t")
+
+	payload := strings.Repeat("x", 100)
+	var want int
+	for i := 0; i < 1000; i++ {
+		publish(t, h, Event{Topics: []string{"t"}, Data: payload})
+		want++
+		if got := len(received(t, reader)); got != 1 {
+			t.Fatalf("event %d: reader got %d events, want 1", i, got)
+		}
+		if st := h.Stats(); st.QueuedBytes > limit {
+			t.Fatalf("queued %d bytes, above the %d limit", st.QueuedBytes, limit)
+		}
+	}
+	select {
+	case <-stalled.Done():
+	default:
+		t.Fatal("stalled subscriber was not dropped")
+	}
+	if !errors.Is(stalled.Err(), ErrSlowSubscriber) {
+		t.Errorf("Err() = %v, want ErrSlowSubscriber", stalled.Err())
+	}
+	if got := stalled.Drain(nil); len(got) != 0 {
+		t.Errorf("dropped subscriber still holds %d bytes", len(got))
+	}
+	st := h.Stats()
+	if st.Dropped != 1 || st.Subscribers != 1 {
+		t.Errorf("stats = %+v, want 1 dropped, 1 subscriber left", st)
+	}
+}
+
+func TestEventLargerThanQueueFitsEmptyQueue(t *testing.T) {
+	h := newTestHub(t, 64)
+	s := subscribe(t, h, "t")
+	big := strings.Repeat("b", 1000)
+	publish(t, h, Event{Topics: []string{"t"}, Data: big})
+	if got := received(t, s); len(got) != 1 || got[0].Data != big {
+		t.Fatalf("big event not delivered whole")
+	}
+	publish(t, h, Event{Topics: []string{"t"}, Data: big})
+	publish(t, h, Event{Topics: []string{"t"}, Data: "x"})
+	if !errors.Is(s.Err(), ErrSlowSubscriber) {
+		t.Errorf("a second event on a full queue did not drop the subscriber")
+	}
+}
+
+func TestHeartbeatOnlyToIdleSubscribers(t *testing.T) {
+	h := newTestHub(t, 0)
+	idle := subscribe(t, h, "quiet")
+	busy := subscribe(t, h, "busy")
+	publish(t, h, Event{Topics: []string{"busy"}, Data: "x"})
+	busy.Drain(nil)
+
+	h.beatOnce()
+	if got := string(idle.Drain(nil)); got != string(heartbeatFrame) {
+		t.Errorf("idle subscriber got %q, want a heartbeat", got)
+	}
+	if got := busy.Drain(nil); len(got) != 0 {
+		t.Errorf("busy subscriber got a heartbeat %q right after data", got)
+	}
+	// Nothing sent since the last beat: now the busy one is idle too.
+	h.beatOnce()
+	if got := string(busy.Drain(nil)); got != string(heartbeatFrame) {
+		t.Errorf("subscriber idle for a whole beat got %q, want a heartbeat", got)
+	}
+}
+
+func TestHeartbeatTimer(t *testing.T) {
+	h := &Hub{Heartbeat: 1}
+	defer h.Close()
+	s := subscribe(t, h, "t")
+	<-s.Ready() // the hub-level timer queued a beat
+	if got := string(s.Drain(nil)); !strings.HasPrefix(got, ":") {
+		t.Errorf("heartbeat frame %q is not a comment", got)
+	}
+}
+
+func TestCloseEndsSubscribersButKeepsQueue(t *testing.T) {
+	h := &Hub{Heartbeat: -1}
+	s := subscribe(t, h, "t")
+	publish(t, h, Event{Topics: []string{"t"}, Data: "last"})
+	h.Close()
+	h.Close()
+	<-s.Done()
+	if !errors.Is(s.Err(), ErrHubClosed) {
+		t.Errorf("Err() = %v, want ErrHubClosed", s.Err())
+	}
+	if got := datas(received(t, s)); fmt.Sprint(got) != "[last]" {
+		t.Errorf("queued events lost at close: %q", got)
+	}
+	if _, err := h.Subscribe(Topic("t")); !errors.Is(err, ErrHubClosed) {
+		t.Errorf("Subscribe after Close: %v", err)
+	}
+	if _, err := h.Publish(Event{Topics: []string{"t"}}); !errors.Is(err, ErrHubClosed) {
+		t.Errorf("Publish after Close: %v", err)
+	}
+}
+
+func TestSubscriberCloseIsIdempotentAndConcurrent(t *testing.T) {
+	h := newTestHub(t, 0)
+	s := subscribe(t, h, "t", "*")
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Go(func() { s.Close() })
+	}
+	wg.Wait()
+	<-s.Done()
+	if s.Err() != nil {
+		t.Errorf("Err() after Close = %v, want nil", s.Err())
+	}
+	publish(t, h, Event{Topics: []string{"t"}})
+	if st := h.Stats(); st.Subscribers != 0 || st.Topics != 0 || st.Delivered != 0 {
+		t.Errorf("closed subscriber still indexed: %+v", st)
+	}
+}
+
+func TestSubscribeNeedsSelector(t *testing.T) {
+	h := newTestHub(t, 0)
+	if _, err := h.Subscribe(); !errors.Is(err, ErrNoSelector) {
+		t.Errorf("Subscribe() error = %v, want ErrNoSelector", err)
+	}
+}
+
+// Concurrent publishers are serialised: every subscriber sees one global
+// order, which gapless resume depends on.
+func TestConcurrentPublishersOneOrder(t *testing.T) {
+	h := newTestHub(t, 64<<20)
+	a := subscribe(t, h, "x", "y")
+	b := subscribe(t, h, "*")
+	var wg sync.WaitGroup
+	for p := 0; p < 4; p++ {
+		wg.Go(func() {
+			for i := 0; i < 500; i++ {
+				topic := []string{"x", "y"}[i%2]
+				if _, err := h.Publish(Event{Topics: []string{topic}, Data: fmt.Sprintf("%d-%d", p, i)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	ga, gb := datas(received(t, a)), datas(received(t, b))
+	if len(ga) != 2000 || fmt.Sprint(ga) != fmt.Sprint(gb) {
+		t.Fatalf("subscribers saw different orders (%d vs %d events)", len(ga), len(gb))
+	}
+}
+
+func TestParseSelector(t *testing.T) {
+	if s, err := ParseSelector("*"); err != nil || s != (All{}) {
+		t.Errorf(`ParseSelector("*") = %v, %v`, s, err)
+	}
+	if s, err := ParseSelector("news"); err != nil || s != Topic("news") || !s.Match("news") || s.Match("new") {
+		t.Errorf(`ParseSelector("news") = %v, %v`, s, err)
+	}
+	for _, bad := range []string{"", "a\x00", strings.Repeat("x", MaxTopicLength+1), "\xff"} {
+		if _, err := ParseSelector(bad); !errors.Is(err, ErrInvalidSelector) {
+			t.Errorf("ParseSelector(%q) error = %v, want ErrInvalidSelector", bad, err)
+		}
+	}
+}

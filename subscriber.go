@@ -1,0 +1,160 @@
+package herald
+
+import (
+	"sync"
+)
+
+// maxIdleQueueCap is the largest queue backing array a drained subscriber
+// keeps. Idle streams vastly outnumber busy ones, so a burst must not leave
+// its high-water mark allocated for hours.
+const maxIdleQueueCap = 64
+
+// Subscriber is one subscription: a bounded queue of encoded events that
+// the hub fills and a stream writer drains.
+type Subscriber struct {
+	hub       *Hub
+	selectors []Selector
+	topics    []string // names of the Topic selectors, indexed by the hub
+	scanned   bool     // has selectors the hub must ask about every topic
+
+	lastPublish uint64 // guarded by hub.mu
+
+	mu       sync.Mutex
+	queue    [][]byte // frames shared with every other subscriber: never modified
+	spare    [][]byte // drained backing array, reused by the next Drain
+	queued   int      // bytes in queue
+	limit    int
+	wroteAny bool // something was queued since the last heartbeat tick
+	closed   bool
+	err      error
+
+	ready chan struct{}
+	done  chan struct{}
+}
+
+// Selectors returns the selectors the subscriber was created with.
+func (s *Subscriber) Selectors() []Selector { return s.selectors }
+
+// Ready is signalled when the queue turns non-empty. One signal may stand
+// for many events: after receiving from it, Drain everything.
+func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
+
+// Done is closed when the subscriber is removed from the hub: by Close, by
+// the hub closing, or for being too slow. Err tells which. Events queued
+// before that can still be drained.
+func (s *Subscriber) Done() <-chan struct{} { return s.done }
+
+// Err returns why the hub removed the subscriber: [ErrSlowSubscriber],
+// [ErrHubClosed], or nil while subscribed or after Close.
+func (s *Subscriber) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Drain appends every queued frame to dst, empties the queue and returns
+// the extended slice, ready to be written in one call. Only one goroutine
+// may drain a subscriber.
+func (s *Subscriber) Drain(dst []byte) []byte {
+	s.mu.Lock()
+	q := s.queue
+	s.queue = s.spare[:0]
+	s.spare = nil
+	s.queued = 0
+	s.mu.Unlock()
+
+	for i, f := range q {
+		dst = append(dst, f...)
+		q[i] = nil // let published frames be collected once written
+	}
+	if cap(q) <= maxIdleQueueCap {
+		s.mu.Lock()
+		s.spare = q[:0]
+		s.mu.Unlock()
+	}
+	return dst
+}
+
+// Close unsubscribes. Further events are not queued; Done is closed.
+// Close is idempotent and safe to call from any goroutine.
+func (s *Subscriber) Close() error {
+	h := s.hub
+	h.mu.Lock()
+	h.removeLocked(s)
+	h.mu.Unlock()
+	s.finish(nil)
+	return nil
+}
+
+func (s *Subscriber) match(topic string) bool {
+	for _, sel := range s.selectors {
+		if sel.Match(topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// enqueue appends a frame unless that would overflow the queue, in which
+// case it reports false. A frame larger than the whole limit still fits an
+// empty queue, so one big event does not drop every subscriber.
+func (s *Subscriber) enqueue(frame []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return true
+	}
+	if s.queued > 0 && s.queued+len(frame) > s.limit {
+		return false
+	}
+	s.queue = append(s.queue, frame)
+	s.queued += len(frame)
+	s.wroteAny = true
+	s.signal()
+	return true
+}
+
+// heartbeat queues frame if nothing was queued since the previous call.
+func (s *Subscriber) heartbeat(frame []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.wroteAny && !s.closed {
+		s.queue = append(s.queue, frame)
+		s.queued += len(frame)
+		s.signal()
+	}
+	s.wroteAny = false
+}
+
+// signal wakes the drainer without ever blocking the hub. s.mu must be held.
+func (s *Subscriber) signal() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+}
+
+// finish marks the subscriber removed for reason err. Only the first call
+// counts.
+func (s *Subscriber) finish(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.err = err
+	if err == ErrSlowSubscriber {
+		// Nobody will read this backlog: the stream is cut and the client
+		// resumes by reconnecting.
+		clear(s.queue)
+		s.queue, s.queued = nil, 0
+	}
+	close(s.done)
+}
+
+func (s *Subscriber) queuedBytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queued
+}
