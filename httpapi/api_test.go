@@ -46,7 +46,7 @@ func TestPublishJSON(t *testing.T) {
 		{`{"topic":"a","data":"two\nlines"}`, "two\nlines", "message"},
 		{`{"topic":"a","data":{"x": 1, "y": [true, null]}}`, `{"x":1,"y":[true,null]}`, "message"},
 		{`{"topic":"a","data":42}`, "42", "message"},
-		{`{"topic":"a","data":null}`, "null", "message"},
+		{`{"topic":"a","data":null}`, "", "message"},
 		{`{"topic":"a"}`, "", "message"},
 		{`{"topics":["a","b"],"data":"once","event":"greeting"}`, "once", "greeting"},
 		{`{"topic":"b","topics":["a"],"data":"merged"}`, "merged", "message"},

@@ -138,7 +138,8 @@ func (j *jsonEvent) event() (herald.Event, error) {
 		return e, errors.New(`missing "topic" (or "topics")`)
 	}
 	switch {
-	case len(j.Data) == 0:
+	case len(j.Data) == 0 || string(j.Data) == "null":
+		// Absent and null both mean no payload: an event with empty data.
 	case j.Data[0] == '"':
 		if err := json.Unmarshal(j.Data, &e.Data); err != nil {
 			return e, jsonError(err)

@@ -78,7 +78,18 @@ func envName(flagName string) string {
 
 // parseFlags applies HERALD_* environment variables and then args to fs, so
 // that a flag on the command line wins over the environment.
-func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			// Asked-for help is output, not an error: print it to stdout.
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return flag.ErrHelp
+		}
+		if a == "--" {
+			break
+		}
+	}
 	fs.SetOutput(stderr)
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {

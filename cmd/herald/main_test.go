@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/herald-sse/herald/sse"
+)
+
+// lineWriter passes each line written from the serve goroutine to a channel.
+type lineWriter struct{ lines chan string }
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	sc := bufio.NewScanner(bytes.NewReader(p))
+	for sc.Scan() {
+		w.lines <- sc.Text()
+	}
+	return len(p), nil
+}
+
+// The README quickstart: serve, subscribe, publish with a form body, receive
+// hello with the stream headers; then a signal (context cancel) ends the
+// stream cleanly and serve returns.
+func TestServeQuickstart(t *testing.T) {
+	t.Setenv("HERALD_HEARTBEAT", "0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := lineWriter{make(chan string, 16)}
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--log-level", "error"}, out, io.Discard)
+	}()
+
+	var base string
+	select {
+	case line := <-out.lines:
+		_, base, _ = strings.Cut(line, "herald serving on ")
+	case code := <-exit:
+		t.Fatalf("serve exited with %d before listening", code)
+	}
+	if base == "" {
+		t.Fatal("serve did not print its address")
+	}
+
+	resp, err := http.Get(base + "/events?topic=news")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	pub, err := http.PostForm(base+"/publish", url.Values{"topic": {"news"}, "data": {"hello"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.Body.Close()
+	dec := sse.NewDecoder(resp.Body)
+	if m, err := dec.Next(); err != nil || m.Data != "hello" {
+		t.Fatalf("received %+v, %v; want hello", m, err)
+	}
+
+	cancel()
+	if _, err := dec.Next(); err != io.EOF {
+		t.Errorf("stream after shutdown: %v, want a clean end", err)
+	}
+	if code := <-exit; code != 0 {
+		t.Errorf("serve exited with %d", code)
+	}
+}
+
+func TestHelpListsEveryFlagAndItsEnv(t *testing.T) {
+	var top bytes.Buffer
+	if code := run(context.Background(), []string{"--help"}, &top, io.Discard); code != 0 || !strings.Contains(top.String(), "serve") {
+		t.Errorf("herald --help: exit %d, output %q", code, top.String())
+	}
+
+	var help bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "--help"}, &help, io.Discard); code != 0 {
+		t.Fatalf("serve --help exit %d", code)
+	}
+	for _, name := range []string{"addr", "heartbeat", "max-connections", "queue-bytes", "max-body", "write-timeout"} {
+		if !strings.Contains(help.String(), "--"+name+" ") || !strings.Contains(help.String(), envName(name)) {
+			t.Errorf("serve --help does not list --%s with %s", name, envName(name))
+		}
+	}
+}
+
+func TestBadFlagsAndEnv(t *testing.T) {
+	var errOut bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "--bogus"}, io.Discard, &errOut); code != 2 {
+		t.Errorf("unknown flag: exit %d", code)
+	}
+	t.Setenv("HERALD_HEARTBEAT", "soon")
+	errOut.Reset()
+	if code := run(context.Background(), []string{"serve"}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), "HERALD_HEARTBEAT") {
+		t.Errorf("bad env: exit %d, %q", code, errOut.String())
+	}
+	if code := run(context.Background(), []string{"nope"}, io.Discard, io.Discard); code != 2 {
+		t.Errorf("unknown command: exit %d", code)
+	}
+}

@@ -1,0 +1,47 @@
+package herald_test
+
+import (
+	"fmt"
+
+	"github.com/herald-sse/herald"
+)
+
+// A subscriber to two topics receives an event published to both once;
+// the writer drains everything queued in one go.
+func ExampleHub() {
+	hub := &herald.Hub{}
+	defer hub.Close()
+
+	sub, _ := hub.Subscribe(herald.Topic("news"), herald.Topic("sports"))
+	defer sub.Close()
+
+	hub.Publish(herald.Event{Topics: []string{"news", "sports"}, ID: "1", Data: "both"})
+	hub.Publish(herald.Event{Topics: []string{"weather"}, ID: "2", Data: "not selected"})
+	hub.Publish(herald.Event{Topics: []string{"news"}, ID: "3", Type: "update", Data: "line 1\nline 2"})
+
+	<-sub.Ready()
+	fmt.Print(string(sub.Drain(nil)))
+	// Output:
+	// id: 1
+	// data: both
+	//
+	// id: 3
+	// event: update
+	// data: line 1
+	// data: line 2
+}
+
+func ExampleParseSelector() {
+	for _, s := range []string{"*", "orders/42", ""} {
+		sel, err := herald.ParseSelector(s)
+		if err != nil {
+			fmt.Println("error:", err)
+			continue
+		}
+		fmt.Printf("%s matches orders/42: %v\n", sel, sel.Match("orders/42"))
+	}
+	// Output:
+	// * matches orders/42: true
+	// orders/42 matches orders/42: true
+	// error: invalid topic selector: empty topic
+}

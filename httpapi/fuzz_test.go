@@ -1,0 +1,53 @@
+package httpapi
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/herald-sse/herald"
+)
+
+// FuzzDecodeJSONEvents feeds arbitrary publish bodies to the JSON decoder:
+// it must never panic, and whatever it accepts must be a well-formed batch
+// that the hub then validates with a clear error or publishes.
+func FuzzDecodeJSONEvents(f *testing.F) {
+	hub := &herald.Hub{Heartbeat: -1}
+	defer hub.Close()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		events, batch, err := decodeJSONEvents(body)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		if len(events) == 0 || (!batch && len(events) != 1) {
+			t.Fatalf("accepted %d events (batch %v) from %q", len(events), batch, body)
+		}
+		if batch != (bytes.TrimLeft(body, " \t\r\n")[0] == '[') {
+			t.Fatalf("batch = %v for %q", batch, body)
+		}
+		if _, err := hub.Publish(events...); err != nil && !errors.Is(err, herald.ErrInvalidEvent) {
+			t.Fatalf("publishing decoded events: %v", err)
+		}
+	})
+}
+
+// FuzzDecodeFormEvent does the same for form bodies.
+func FuzzDecodeFormEvent(f *testing.F) {
+	hub := &herald.Hub{Heartbeat: -1}
+	defer hub.Close()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e, err := decodeFormEvent(body)
+		if err != nil {
+			return
+		}
+		if len(e.Topics) == 0 {
+			t.Fatalf("accepted an event without topic from %q", body)
+		}
+		if _, err := hub.Publish(e); err != nil && !errors.Is(err, herald.ErrInvalidEvent) {
+			t.Fatalf("publishing decoded event: %v", err)
+		}
+	})
+}
