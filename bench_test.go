@@ -19,7 +19,7 @@ func BenchmarkFanOut(b *testing.B) {
 				subs[i], _ = h.Subscribe(Topic("ticker"))
 			}
 			ev := Event{Topics: []string{"ticker"}, Data: strings.Repeat("x", 100)}
-			buf := make([]byte, 0, 64<<10)
+			frames := make([][]byte, 0, 256)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -29,7 +29,7 @@ func BenchmarkFanOut(b *testing.B) {
 				if i%256 == 255 {
 					b.StopTimer()
 					for _, s := range subs {
-						buf = s.Drain(buf[:0])
+						frames = s.Drain(frames[:0])
 					}
 					b.StartTimer()
 				}

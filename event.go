@@ -19,6 +19,8 @@ const (
 	MaxIDLength = 1024
 	// MaxTypeLength is the longest event type, in bytes.
 	MaxTypeLength = 256
+	// MaxEventTopics is the most topics one event may be published to.
+	MaxEventTopics = 100
 )
 
 // Event is a message published to one or more topics.
@@ -53,6 +55,9 @@ func invalidEvent(format string, args ...any) error {
 func (e *Event) Validate() error {
 	if len(e.Topics) == 0 {
 		return invalidEvent("missing topic")
+	}
+	if len(e.Topics) > MaxEventTopics {
+		return invalidEvent("%d topics, at most %d", len(e.Topics), MaxEventTopics)
 	}
 	for _, t := range e.Topics {
 		if err := ValidateTopic(t); err != nil {

@@ -2,6 +2,7 @@ package herald_test
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/herald-sse/herald"
 )
@@ -20,7 +21,9 @@ func ExampleHub() {
 	hub.Publish(herald.Event{Topics: []string{"news"}, ID: "3", Type: "update", Data: "line 1\nline 2"})
 
 	<-sub.Ready()
-	fmt.Print(string(sub.Drain(nil)))
+	for _, frame := range sub.Drain(nil) {
+		os.Stdout.Write(frame) // a stream writer sends them in one write
+	}
 	// Output:
 	// id: 1
 	// data: both

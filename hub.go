@@ -15,9 +15,10 @@ import (
 
 // Defaults used when the corresponding [Hub] field is zero.
 const (
-	// DefaultQueueBytes bounds a subscriber's queue. It holds a few seconds
-	// of a busy stream while staying small next to the kernel's own socket
-	// buffers.
+	// DefaultQueueBytes bounds a subscriber's queue: room for a burst of
+	// about ten thousand typical events, or one large event, while the
+	// queue itself only holds references to frames shared by all
+	// subscribers.
 	DefaultQueueBytes = 1 << 20
 	// DefaultHeartbeat is short enough for proxies that close streams idle
 	// for 30 s or more.
@@ -37,7 +38,8 @@ var (
 
 // Hub routes published events to subscribers. The zero value is ready to
 // use; set the exported fields before the first call. A Hub must not be
-// copied after first use.
+// copied after first use. Close it when done: it stops the heartbeat
+// goroutine and ends every subscription.
 type Hub struct {
 	// QueueBytes bounds what may wait in one subscriber's queue. An event
 	// that would push a non-empty queue past it drops the subscriber. Zero
@@ -98,6 +100,12 @@ func (h *Hub) heartbeat() time.Duration {
 func (h *Hub) Subscribe(selectors ...Selector) (*Subscriber, error) {
 	if len(selectors) == 0 {
 		return nil, ErrNoSelector
+	}
+	for _, sel := range selectors {
+		if sel == nil {
+			// A nil selector would make every later publish panic.
+			return nil, fmt.Errorf("%w: nil selector", ErrInvalidSelector)
+		}
 	}
 	h.init()
 	s := &Subscriber{

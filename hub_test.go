@@ -51,7 +51,7 @@ func publish(t testing.TB, h *Hub, events ...Event) []string {
 // received decodes everything queued for s, as a client would see it.
 func received(t testing.TB, s *Subscriber) []sse.Message {
 	t.Helper()
-	dec := sse.NewDecoder(bytes.NewReader(s.Drain(nil)))
+	dec := sse.NewDecoder(strings.NewReader(drained(s)))
 	var out []sse.Message
 	for {
 		m, err := dec.Next()
@@ -63,6 +63,11 @@ func received(t testing.TB, s *Subscriber) []sse.Message {
 		}
 		out = append(out, m)
 	}
+}
+
+// drained returns everything queued for s as the bytes a stream would get.
+func drained(s *Subscriber) string {
+	return string(bytes.Join(s.Drain(nil), nil))
 }
 
 func datas(ms []sse.Message) []string {
@@ -124,7 +129,7 @@ func TestPublishIDs(t *testing.T) {
 	}
 	other := &Hub{Heartbeat: -1}
 	defer other.Close()
-	if otherIDs, _ := other.Publish(Event{Topics: []string{"t"}}); otherIDs[0] == ids[0] {
+	if otherIDs := publish(t, other, Event{Topics: []string{"t"}}); otherIDs[0] == ids[0] {
 		t.Errorf("two hubs assigned the same first id %q", ids[0])
 	}
 	msgs := received(t, s)
@@ -176,10 +181,8 @@ func TestSlowSubscriberIsDroppedAlone(t *testing.T) {
 	reader := subscribe(t, h, "t")
 
 	payload := strings.Repeat("x", 100)
-	var want int
 	for i := 0; i < 1000; i++ {
 		publish(t, h, Event{Topics: []string{"t"}, Data: payload})
-		want++
 		if got := len(received(t, reader)); got != 1 {
 			t.Fatalf("event %d: reader got %d events, want 1", i, got)
 		}
@@ -195,7 +198,7 @@ func TestSlowSubscriberIsDroppedAlone(t *testing.T) {
 	if !errors.Is(stalled.Err(), ErrSlowSubscriber) {
 		t.Errorf("Err() = %v, want ErrSlowSubscriber", stalled.Err())
 	}
-	if got := stalled.Drain(nil); len(got) != 0 {
+	if got := drained(stalled); got != "" {
 		t.Errorf("dropped subscriber still holds %d bytes", len(got))
 	}
 	st := h.Stats()
@@ -227,15 +230,22 @@ func TestHeartbeatOnlyToIdleSubscribers(t *testing.T) {
 	busy.Drain(nil)
 
 	h.beatOnce()
-	if got := string(idle.Drain(nil)); got != string(heartbeatFrame) {
+	if got := drained(idle); got != string(heartbeatFrame) {
 		t.Errorf("idle subscriber got %q, want a heartbeat", got)
 	}
-	if got := busy.Drain(nil); len(got) != 0 {
+	if got := drained(busy); got != "" {
 		t.Errorf("busy subscriber got a heartbeat %q right after data", got)
+	}
+	// Data still waiting for the writer makes a beat pointless.
+	publish(t, h, Event{Topics: []string{"quiet"}, Data: "pending"})
+	h.beatOnce()
+	h.beatOnce()
+	if got := datas(received(t, idle)); fmt.Sprint(got) != "[pending]" {
+		t.Errorf("subscriber with pending data got %q, want only the data", got)
 	}
 	// Nothing sent since the last beat: now the busy one is idle too.
 	h.beatOnce()
-	if got := string(busy.Drain(nil)); got != string(heartbeatFrame) {
+	if got := drained(busy); got != string(heartbeatFrame) {
 		t.Errorf("subscriber idle for a whole beat got %q, want a heartbeat", got)
 	}
 }
@@ -245,7 +255,7 @@ func TestHeartbeatTimer(t *testing.T) {
 	defer h.Close()
 	s := subscribe(t, h, "t")
 	<-s.Ready() // the hub-level timer queued a beat
-	if got := string(s.Drain(nil)); !strings.HasPrefix(got, ":") {
+	if got := drained(s); !strings.HasPrefix(got, ":") {
 		t.Errorf("heartbeat frame %q is not a comment", got)
 	}
 }
@@ -289,11 +299,27 @@ func TestSubscriberCloseIsIdempotentAndConcurrent(t *testing.T) {
 	}
 }
 
-func TestSubscribeNeedsSelector(t *testing.T) {
+func TestSubscribeNeedsSelectors(t *testing.T) {
 	h := newTestHub(t, 0)
 	if _, err := h.Subscribe(); !errors.Is(err, ErrNoSelector) {
 		t.Errorf("Subscribe() error = %v, want ErrNoSelector", err)
 	}
+	if _, err := h.Subscribe(Topic("a"), nil); !errors.Is(err, ErrInvalidSelector) {
+		t.Errorf("Subscribe(nil selector) error = %v, want ErrInvalidSelector", err)
+	}
+	publish(t, h, Event{Topics: []string{"a"}}) // must not reach a nil selector
+}
+
+func TestTopicsPerEventLimit(t *testing.T) {
+	h := newTestHub(t, 0)
+	topics := make([]string, MaxEventTopics+1)
+	for i := range topics {
+		topics[i] = fmt.Sprint("t", i)
+	}
+	if _, err := h.Publish(Event{Topics: topics}); !errors.Is(err, ErrInvalidEvent) {
+		t.Errorf("%d topics: error = %v, want ErrInvalidEvent", len(topics), err)
+	}
+	publish(t, h, Event{Topics: topics[:MaxEventTopics]})
 }
 
 // Concurrent publishers are serialised: every subscriber sees one global

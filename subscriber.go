@@ -21,7 +21,6 @@ type Subscriber struct {
 
 	mu       sync.Mutex
 	queue    [][]byte // frames shared with every other subscriber: never modified
-	spare    [][]byte // drained backing array, reused by the next Drain
 	queued   int      // bytes in queue
 	limit    int
 	wroteAny bool // something was queued since the last heartbeat tick
@@ -52,27 +51,24 @@ func (s *Subscriber) Err() error {
 	return s.err
 }
 
-// Drain appends every queued frame to dst, empties the queue and returns
-// the extended slice, ready to be written in one call. Only one goroutine
-// may drain a subscriber.
-func (s *Subscriber) Drain(dst []byte) []byte {
+// Drain moves every queued frame to the end of frames and returns the
+// extended slice. The frames are shared with other subscribers: write them,
+// never modify them. Handing over the shared frames instead of copying them
+// into one buffer per stream keeps a broadcast's memory independent of the
+// number of streams that are still writing it. Only one goroutine may
+// drain a subscriber.
+func (s *Subscriber) Drain(frames [][]byte) [][]byte {
 	s.mu.Lock()
-	q := s.queue
-	s.queue = s.spare[:0]
-	s.spare = nil
+	defer s.mu.Unlock()
+	frames = append(frames, s.queue...)
+	clear(s.queue)
+	if cap(s.queue) > maxIdleQueueCap {
+		s.queue = nil
+	} else {
+		s.queue = s.queue[:0]
+	}
 	s.queued = 0
-	s.mu.Unlock()
-
-	for i, f := range q {
-		dst = append(dst, f...)
-		q[i] = nil // let published frames be collected once written
-	}
-	if cap(q) <= maxIdleQueueCap {
-		s.mu.Lock()
-		s.spare = q[:0]
-		s.mu.Unlock()
-	}
-	return dst
+	return frames
 }
 
 // Close unsubscribes. Further events are not queued; Done is closed.
@@ -114,11 +110,13 @@ func (s *Subscriber) enqueue(frame []byte) bool {
 	return true
 }
 
-// heartbeat queues frame if nothing was queued since the previous call.
+// heartbeat queues frame if nothing was queued since the previous call
+// and nothing is waiting: pending data will reach the client anyway, and a
+// stalled client must not grow its queue by a beat per tick.
 func (s *Subscriber) heartbeat(frame []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.wroteAny && !s.closed {
+	if !s.wroteAny && s.queued == 0 && !s.closed {
 		s.queue = append(s.queue, frame)
 		s.queued += len(frame)
 		s.signal()

@@ -106,8 +106,13 @@ func TestFormPublishFields(t *testing.T) {
 // Every bad request gets its status and a JSON error, and publishes
 // nothing: a subscriber to everything sees only the event sent after them.
 func TestBadInput(t *testing.T) {
-	th := startHub(t, func(_ *herald.Hub, h *httpapi.Handler) { h.MaxBodyBytes = 1024 })
+	th := startHub(t, func(_ *herald.Hub, h *httpapi.Handler) {
+		h.MaxBodyBytes = 1024
+		h.MaxSelectors = 3
+		h.Page = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") })
+	})
 	watcher := th.subscribe(t, "*")
+	manyTopics := `{"topics":[` + strings.Repeat(`"t",`, herald.MaxEventTopics) + `"last"]}`
 
 	const form = "application/x-www-form-urlencoded"
 	const js = "application/json"
@@ -152,6 +157,13 @@ func TestBadInput(t *testing.T) {
 		{"stream with empty topic", "GET", "/events?topic=", "", ``, 400, "empty topic"},
 		{"stream with control char", "GET", "/events?topic=a%00", "", ``, 400, "control character"},
 		{"unknown path", "GET", "/nope", "", ``, 404, "not found"},
+		{"invalid UTF-8 JSON", "POST", "/publish", js, "{\"topic\":\"a\",\"data\":\"\xff\"}", 400, "not valid UTF-8"},
+		{"too many topics", "POST", "/publish", js, manyTopics, 400, "at most 100"},
+		{"too many selectors", "GET", "/events?topic=a&topic=b&topic=c&topic=d", "", ``, 400, "too many topic selectors"},
+		{"duplicate selectors count once", "GET", "/events?topic=a&topic=a&topic=a&topic=a&topic=", "", ``, 400, "empty topic"},
+		{"malformed query", "GET", "/events?topic=a;b", "", ``, 400, "malformed query"},
+		{"stream with a body", "GET", "/events?topic=a", js, `{}`, 400, "must not have a body"},
+		{"POST page", "POST", "/", form, `x=1`, 405, "not allowed"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -173,6 +185,9 @@ func TestBadInput(t *testing.T) {
 			ans := decodeJSONBody(t, resp)
 			if msg, _ := ans["error"].(string); !strings.Contains(msg, c.errContains) {
 				t.Errorf("error %q does not contain %q", msg, c.errContains)
+			}
+			if n := th.logs.take("request rejected"); n != 1 {
+				t.Errorf("logged %d times, want once", n)
 			}
 		})
 	}
@@ -259,4 +274,17 @@ func TestClientDisconnectFreesSubscription(t *testing.T) {
 	waitFor(t, "the hub to forget the closed stream", func() bool {
 		return th.hub.Stats().Subscribers == 0 && th.handler.ActiveStreams() == 0
 	})
+}
+
+// Streams live for hours: the server must bound how long headers take
+// (slowloris) but set no absolute read or write timeout, either of which
+// would end every stream.
+func TestNewServerTimeoutsSpareStreams(t *testing.T) {
+	srv := httpapi.NewServer(":0", http.NotFoundHandler())
+	if srv.ReadHeaderTimeout <= 0 {
+		t.Error("no ReadHeaderTimeout")
+	}
+	if srv.WriteTimeout != 0 || srv.ReadTimeout != 0 {
+		t.Errorf("WriteTimeout %v, ReadTimeout %v: both would cut streams", srv.WriteTimeout, srv.ReadTimeout)
+	}
 }

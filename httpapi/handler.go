@@ -24,6 +24,10 @@ const (
 	// DefaultBodyReadTimeout bounds how long reading a publish body may
 	// take, so a trickling publisher cannot hold a connection forever.
 	DefaultBodyReadTimeout = 30 * time.Second
+	// DefaultMaxSelectors bounds the topic selectors of one stream: each
+	// costs an index entry in the hub, so a long query string must not
+	// buy megabytes per connection.
+	DefaultMaxSelectors = 256
 )
 
 // Handler is the HTTP API of a hub:
@@ -47,18 +51,30 @@ type Handler struct {
 	// does not take the bytes in time is dropped. Zero means
 	// DefaultWriteTimeout; negative disables the deadline.
 	WriteTimeout time.Duration
+	// BodyReadTimeout bounds reading a publish body; a publisher that
+	// trickles it gets 408. Zero means DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration
+	// MaxSelectors caps the distinct topic selectors of one stream; more
+	// get 400. Zero means DefaultMaxSelectors.
+	MaxSelectors int
 	// Page, if set, is served at "/" (the embedded web page, for example).
 	Page http.Handler
 	// Logger receives one record per rejected request and per dropped
 	// stream. Nil means slog.Default().
 	Logger *slog.Logger
 
-	streams atomic.Int64 // open streams, counted exactly for MaxConnections
-	bufs    sync.Pool    // *[]byte write buffers, so idle streams hold none
+	streams     atomic.Int64 // open streams, counted exactly for MaxConnections
+	frameSlices sync.Pool    // *[][]byte for draining queues, so idle streams hold none
 }
 
 // ServeHTTP routes a request to the endpoint for its path.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/publish" && bodyUnread(r) {
+		// Only /publish reads a body. For the others net/http would read
+		// and discard it before answering, with no deadline: a client that
+		// never sends it would hold the connection (and a stream slot).
+		w.Header().Set("Connection", "close")
+	}
 	switch r.URL.Path {
 	case "/events":
 		if allowMethods(h, w, r, http.MethodGet) {
@@ -73,11 +89,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		}
 	case "/":
-		if h.Page != nil {
+		if h.Page == nil {
+			h.fail(w, r, http.StatusNotFound, "not found")
+		} else if allowMethods(h, w, r, http.MethodGet, http.MethodHead) {
 			h.Page.ServeHTTP(w, r)
-			return
 		}
-		h.fail(w, r, http.StatusNotFound, "not found")
 	default:
 		h.fail(w, r, http.StatusNotFound, "not found")
 	}
@@ -117,6 +133,20 @@ func (h *Handler) writeTimeout() time.Duration {
 	return h.WriteTimeout
 }
 
+func (h *Handler) bodyReadTimeout() time.Duration {
+	if h.BodyReadTimeout > 0 {
+		return h.BodyReadTimeout
+	}
+	return DefaultBodyReadTimeout
+}
+
+func (h *Handler) maxSelectors() int {
+	if h.MaxSelectors > 0 {
+		return h.MaxSelectors
+	}
+	return DefaultMaxSelectors
+}
+
 func (h *Handler) maxBodyBytes() int64 {
 	if h.MaxBodyBytes > 0 {
 		return h.MaxBodyBytes
@@ -140,6 +170,9 @@ func allowMethods(h *Handler, w http.ResponseWriter, r *http.Request, methods ..
 // fail answers a rejected request with a JSON error body and logs it: the
 // one place a bad request is logged.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	if bodyUnread(r) {
+		w.Header().Set("Connection", "close") // see ServeHTTP
+	}
 	h.logger().LogAttrs(r.Context(), slog.LevelWarn, "request rejected",
 		slog.Int("status", status),
 		slog.String("error", msg),
@@ -148,6 +181,12 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, msg s
 		slog.String("remote", r.RemoteAddr),
 	)
 	writeJSON(w, status, errorBody{Error: msg})
+}
+
+// bodyUnread reports whether r may still have body bytes on the wire.
+// Handlers that read the body replace it with http.NoBody.
+func bodyUnread(r *http.Request) bool {
+	return r.Body != http.NoBody && (r.ContentLength != 0 || len(r.TransferEncoding) > 0)
 }
 
 type errorBody struct {

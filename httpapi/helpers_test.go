@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,20 +27,47 @@ type testHub struct {
 	handler *httpapi.Handler
 	srv     *httptest.Server
 	client  *http.Client
+	logs    *logCounter
+}
+
+// logCounter is a slog.Handler that counts records by message.
+type logCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *logCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *logCounter) WithGroup(string) slog.Handler            { return c }
+func (c *logCounter) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[r.Message]++
+	return nil
+}
+
+// take returns how often msg was logged since the last take.
+func (c *logCounter) take(msg string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.counts[msg]
+	delete(c.counts, msg)
+	return n
 }
 
 // startHub serves a fresh hub; configure may adjust the hub and handler
 // before the first request.
 func startHub(t testing.TB, configure func(*herald.Hub, *httpapi.Handler)) *testHub {
 	t.Helper()
+	logs := &logCounter{counts: map[string]int{}}
 	hub := &herald.Hub{Heartbeat: -1}
-	h := &httpapi.Handler{Hub: hub, Logger: slog.New(slog.DiscardHandler)}
+	h := &httpapi.Handler{Hub: hub, Logger: slog.New(logs)}
 	if configure != nil {
 		configure(hub, h)
 	}
 	srv := httptest.NewServer(h)
 	tr := &http.Transport{MaxIdleConnsPerHost: 100}
-	th := &testHub{hub: hub, handler: h, srv: srv, client: &http.Client{Transport: tr}}
+	th := &testHub{hub: hub, handler: h, srv: srv, client: &http.Client{Transport: tr}, logs: logs}
 	t.Cleanup(func() {
 		hub.Close()
 		tr.CloseIdleConnections()

@@ -1,20 +1,24 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/herald-sse/herald"
 	"github.com/herald-sse/herald/httpapi"
+	"github.com/herald-sse/herald/sse"
 )
 
 // smallReceiveBuffer makes the kernel hold little for a client that stops
@@ -156,46 +160,50 @@ func assertFull(t *testing.T, th *testHub) {
 	}
 }
 
-// Under churn the count stays exact: afterwards exactly the limit can be
+// Under churn the count stays exact. Each round, 40 clients ask for a
+// stream at once and keep what they got until all have an answer, so no
+// more than the limit may be accepted; a round starts while the previous
+// round's streams are still closing. Afterwards exactly the limit can be
 // opened again, no more, no less.
 func TestConnectionLimitExactUnderChurn(t *testing.T) {
-	const limit = 20
+	const limit, clients, rounds = 20, 40, 15
 	th := startHub(t, func(_ *herald.Hub, h *httpapi.Handler) { h.MaxConnections = limit })
 	addr := th.srv.Listener.Addr().String()
 
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var accepted, refused int
-	for g := 0; g < 40; g++ {
-		wg.Go(func() {
-			for i := 0; i < 25; i++ {
+	for round := 0; round < rounds; round++ {
+		var answered, wg sync.WaitGroup
+		var accepted, refused atomic.Int64
+		answered.Add(clients)
+		for c := 0; c < clients; c++ {
+			wg.Go(func() {
 				conn, err := net.Dial("tcp", addr)
 				if err != nil {
+					answered.Done()
 					t.Error(err)
 					return
 				}
+				defer conn.Close()
 				fmt.Fprintf(conn, "GET /events?topic=t HTTP/1.1\r\nHost: h\r\n\r\n")
-				buf := make([]byte, 12)
-				_, err = io.ReadFull(conn, buf)
-				conn.Close()
-				mu.Lock()
+				status := make([]byte, 12)
+				_, err = io.ReadFull(conn, status)
 				switch {
 				case err != nil:
 					t.Errorf("reading status: %v", err)
-				case string(buf) == "HTTP/1.1 200":
-					accepted++
-				case string(buf) == "HTTP/1.1 503":
-					refused++
+				case string(status) == "HTTP/1.1 200":
+					accepted.Add(1)
+				case string(status) == "HTTP/1.1 503":
+					refused.Add(1)
 				default:
-					t.Errorf("unexpected status line %q", buf)
+					t.Errorf("unexpected status line %q", status)
 				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if accepted == 0 || refused == 0 {
-		t.Logf("churn did not reach the limit (accepted %d, refused %d)", accepted, refused)
+				answered.Done()
+				answered.Wait() // hold the stream until every client has its answer
+			})
+		}
+		wg.Wait()
+		if a, r := accepted.Load(), refused.Load(); a > limit || a+r != clients || (round == 0 && a != limit) {
+			t.Fatalf("round %d: %d accepted, %d refused; limit %d", round, a, r, limit)
+		}
 	}
 	waitFor(t, "all churned streams to end", func() bool { return th.handler.ActiveStreams() == 0 })
 	for i := 0; i < limit; i++ {
@@ -228,4 +236,179 @@ func TestNoGoroutineLeftAfterDisconnects(t *testing.T) {
 		return th.handler.ActiveStreams() == 0 && th.hub.Stats().Subscribers == 0
 	})
 	waitFor(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseline })
+}
+
+// rawRequest sends req on a fresh connection and returns the response,
+// which must arrive within 5 s.
+func rawRequest(t *testing.T, addr, req string) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to %q: %v", req, err)
+	}
+	return resp
+}
+
+// A request that announces a body and never sends it is answered at once
+// and its connection closed; it holds no stream slot.
+func TestBodyNeverSent(t *testing.T) {
+	th := startHub(t, func(_ *herald.Hub, h *httpapi.Handler) { h.MaxConnections = 1 })
+	addr := th.srv.Listener.Addr().String()
+	for _, target := range []string{"GET /events?topic=a", "GET /healthz", "GET /nope", "PUT /publish"} {
+		resp := rawRequest(t, addr, target+" HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n")
+		resp.Body.Close()
+		if !resp.Close {
+			t.Errorf("%s: connection kept open with an unread body", target)
+		}
+	}
+	waitFor(t, "no stream slot held", func() bool { return th.handler.ActiveStreams() == 0 })
+	th.subscribe(t, "a") // the only slot is free
+}
+
+func TestSlowPublisherGets408(t *testing.T) {
+	th := startHub(t, func(_ *herald.Hub, h *httpapi.Handler) { h.BodyReadTimeout = 50 * time.Millisecond })
+	resp := rawRequest(t, th.srv.Listener.Addr().String(),
+		"POST /publish HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{")
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+		t.Errorf("status %d, close %v; want 408 and the connection closed", resp.StatusCode, resp.Close)
+	}
+	if ans := decodeJSONBody(t, resp); !strings.Contains(fmt.Sprint(ans["error"]), "not received within") {
+		t.Errorf("error body %v", ans)
+	}
+	if th.hub.Stats().Published != 0 {
+		t.Error("a partial body was published")
+	}
+}
+
+// smallSendBufferListener makes the server's kernel buffer tiny, so what a
+// client has not read stays in Herald rather than in the kernel.
+type smallSendBufferListener struct{ net.Listener }
+
+func (l smallSendBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tcp, ok := c.(*net.TCPConn); ok {
+		tcp.SetWriteBuffer(4096)
+	}
+	return c, err
+}
+
+// The write deadline applies per chunk, not to a whole batch: a client
+// reading slowly but steadily gets a large event whole.
+func TestSteadySlowReaderIsNotCutOff(t *testing.T) {
+	hub := &herald.Hub{Heartbeat: -1}
+	defer hub.Close()
+	h := &httpapi.Handler{Hub: hub, WriteTimeout: 300 * time.Millisecond}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = smallSendBufferListener{srv.Listener}
+	srv.Start()
+	defer srv.Close()
+
+	conn, br := rawStream(t, srv.Listener.Addr().String(), "big", smallReceiveBuffer)
+	defer conn.Close()
+	big := strings.Repeat("z", 1<<20)
+	if _, err := hub.Publish(herald.Event{Topics: []string{"big"}, Data: big}); err != nil {
+		t.Fatal(err)
+	}
+	// About 1.6 MB/s: a megabyte takes ~600 ms, twice the deadline, while
+	// every 64 KiB chunk takes ~40 ms. The pacing is the point of the test,
+	// not a synchronisation.
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var got int
+	buf := make([]byte, 16<<10)
+	for got < len(big) {
+		n, err := br.Read(buf)
+		got += strings.Count(string(buf[:n]), "z")
+		if err != nil {
+			t.Fatalf("cut off after %d of %d bytes: %v", got, len(big), err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// writeCounter counts the writes the server makes on its connections and
+// lets a test hook into them.
+type writeCounter struct {
+	net.Listener
+	writes  atomic.Int64
+	onWrite atomic.Pointer[func([]byte)]
+}
+
+type countedConn struct {
+	net.Conn
+	l *writeCounter
+}
+
+func (l *writeCounter) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countedConn{c, l}, nil
+}
+
+func (c countedConn) Write(p []byte) (int, error) {
+	if hook := c.l.onWrite.Load(); hook != nil {
+		(*hook)(p)
+	}
+	c.l.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// Events queued while a write is in progress leave together in the next
+// write.
+func TestQueuedEventsLeaveInOneWrite(t *testing.T) {
+	hub := &herald.Hub{Heartbeat: -1}
+	defer hub.Close()
+	srv := httptest.NewUnstartedServer(&httpapi.Handler{Hub: hub})
+	counter := &writeCounter{Listener: srv.Listener}
+	srv.Listener = counter
+	srv.Start()
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/events?topic=t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := sse.NewDecoder(resp.Body)
+
+	// Hold the writer inside the write of the first event while 50 more
+	// are published.
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func(p []byte) {
+		if strings.Contains(string(p), "first") {
+			once.Do(func() { close(blocked); <-release })
+		}
+	}
+	counter.onWrite.Store(&hook)
+	before := counter.writes.Load()
+	if _, err := hub.Publish(herald.Event{Topics: []string{"t"}, Data: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	<-blocked
+	for i := 0; i < 50; i++ {
+		if _, err := hub.Publish(herald.Event{Topics: []string{"t"}, Data: fmt.Sprint("queued ", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	for i := 0; i < 51; i++ {
+		if _, err := dec.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := counter.writes.Load() - before; n != 2 {
+		t.Errorf("51 events took %d writes, want 2: the first, then the 50 queued meanwhile", n)
+	}
 }

@@ -10,8 +10,11 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
+	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herald-sse/herald"
 )
@@ -30,17 +33,28 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 	}
 
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(DefaultBodyReadTimeout))
+	_ = rc.SetReadDeadline(time.Now().Add(h.bodyReadTimeout()))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBodyBytes()))
-	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		switch {
+		case errors.As(err, &tooBig):
 			h.fail(w, r, http.StatusRequestEntityTooLarge,
 				fmt.Sprintf("body larger than %d bytes", tooBig.Limit))
-			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			h.fail(w, r, http.StatusRequestTimeout,
+				fmt.Sprintf("body not received within %v", h.bodyReadTimeout()))
+		default:
+			h.fail(w, r, http.StatusBadRequest, "body could not be read")
 		}
-		h.fail(w, r, http.StatusBadRequest, "reading body: "+err.Error())
+		return
+	}
+	_ = rc.SetReadDeadline(time.Time{})
+	r.Body = http.NoBody // read whole: a later error may keep the connection
+	if !utf8.Valid(body) {
+		// encoding/json would silently turn invalid bytes into U+FFFD and
+		// publish something else than was sent.
+		h.fail(w, r, http.StatusBadRequest, "body is not valid UTF-8")
 		return
 	}
 
@@ -161,25 +175,24 @@ func (j *jsonEvent) event() (herald.Event, error) {
 	return e, nil
 }
 
-// topicList merges "topic" and "topics", dropping duplicates so
-// the hub sees each topic once.
+// topicList merges "topic" and "topics", dropping duplicates so the hub
+// sees each topic once. Beyond herald.MaxEventTopics the list is cut short:
+// the hub rejects it anyway, and deduplicating it all would cost time.
 func topicList(one string, many []string) []string {
-	var out []string
-	add := func(t string) {
-		for _, o := range out {
-			if o == t {
-				return
-			}
-		}
-		out = append(out, t)
-	}
+	out := make([]string, 0, 1+len(many))
 	if one != "" {
-		add(one)
+		out = append(out, one)
 	}
-	for _, t := range many {
-		add(t)
+	out = append(out, many...)
+	if len(out) > herald.MaxEventTopics {
+		return out
 	}
-	return out
+	seen := make(map[string]bool, len(out))
+	return slices.DeleteFunc(out, func(t string) bool {
+		dup := seen[t]
+		seen[t] = true
+		return dup
+	})
 }
 
 func retryDuration(ms int64) (time.Duration, error) {

@@ -2,8 +2,11 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"slices"
 	"time"
 
 	"github.com/herald-sse/herald"
@@ -13,22 +16,22 @@ import (
 // response headers without waiting for the first event.
 var openingComment = []byte(":\n")
 
+// maxWriteChunk is how much a client must take within one WriteTimeout:
+// the deadline is renewed after each chunk, so a client that reads slowly
+// but steadily is not cut off in the middle of a large batch.
+const maxWriteChunk = 64 << 10
+
 // serveStream subscribes to the selectors in the query and writes events
 // until the client goes away, the hub closes, or the client is too slow.
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
-	raw := r.URL.Query()["topic"]
-	if len(raw) == 0 {
-		h.fail(w, r, http.StatusBadRequest, `missing "topic" query parameter`)
+	if bodyUnread(r) {
+		h.fail(w, r, http.StatusBadRequest, "a stream request must not have a body")
 		return
 	}
-	selectors := make([]herald.Selector, 0, len(raw))
-	for _, s := range raw {
-		sel, err := herald.ParseSelector(s)
-		if err != nil {
-			h.fail(w, r, http.StatusBadRequest, err.Error())
-			return
-		}
-		selectors = append(selectors, sel)
+	selectors, raw, err := h.parseSelectors(r)
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, err.Error())
+		return
 	}
 
 	if !h.acquireStream() {
@@ -52,10 +55,19 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
+	log := h.logger()
+	started := time.Now()
+	log.LogAttrs(r.Context(), slog.LevelDebug, "stream opened",
+		slog.String("remote", r.RemoteAddr), slog.Any("topics", raw))
+	defer func() {
+		log.LogAttrs(r.Context(), slog.LevelDebug, "stream closed",
+			slog.String("remote", r.RemoteAddr), slog.Duration("duration", time.Since(started)))
+	}()
+
 	// ResponseController reaches Flush and the write deadline through
 	// middleware wrappers that hide http.Flusher.
 	rc := http.NewResponseController(w)
-	if err := h.write(w, rc, openingComment); err != nil {
+	if err := h.writeFrames(w, rc, openingComment); err != nil {
 		return
 	}
 	for {
@@ -64,13 +76,13 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-sub.Ready():
 			if err := h.writeQueued(w, rc, sub); err != nil {
-				h.logger().LogAttrs(r.Context(), slog.LevelInfo, "stream write failed",
+				log.LogAttrs(r.Context(), slog.LevelInfo, "stream write failed",
 					slog.String("remote", r.RemoteAddr), slog.String("error", err.Error()))
 				return
 			}
 		case <-sub.Done():
 			if errors.Is(sub.Err(), herald.ErrSlowSubscriber) {
-				h.logger().LogAttrs(r.Context(), slog.LevelWarn, "slow stream dropped",
+				log.LogAttrs(r.Context(), slog.LevelWarn, "slow stream dropped",
 					slog.String("remote", r.RemoteAddr), slog.Any("topics", raw))
 				// Cut the connection instead of ending the response: the
 				// client is not reading, so a clean end would only block.
@@ -84,34 +96,68 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// writeQueued writes everything queued for sub in one write.
+// parseSelectors reads the topic selectors of a stream request, without
+// duplicates, within MaxSelectors.
+func (h *Handler) parseSelectors(r *http.Request) ([]herald.Selector, []string, error) {
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, nil, fmt.Errorf("malformed query string: %v", err)
+	}
+	raw := slices.Compact(slices.Sorted(slices.Values(query["topic"])))
+	if len(raw) == 0 {
+		return nil, nil, errors.New(`missing "topic" query parameter`)
+	}
+	if max := h.maxSelectors(); len(raw) > max {
+		return nil, nil, fmt.Errorf("too many topic selectors: %d, at most %d", len(raw), max)
+	}
+	selectors := make([]herald.Selector, len(raw))
+	for i, s := range raw {
+		if selectors[i], err = herald.ParseSelector(s); err != nil {
+			return nil, nil, err
+		}
+	}
+	return selectors, raw, nil
+}
+
+// writeQueued writes everything queued for sub, with one flush.
 func (h *Handler) writeQueued(w http.ResponseWriter, rc *http.ResponseController, sub *herald.Subscriber) error {
-	bp, _ := h.bufs.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
+	fp, _ := h.frameSlices.Get().(*[][]byte)
+	if fp == nil {
+		fp = new([][]byte)
 	}
-	buf := sub.Drain((*bp)[:0])
-	var err error
-	if len(buf) > 0 {
-		err = h.write(w, rc, buf)
-	}
-	// Do not pool the buffer of a rare huge burst: it would pin memory.
-	if cap(buf) <= 64<<10 {
-		*bp = buf[:0]
-		h.bufs.Put(bp)
+	frames := sub.Drain((*fp)[:0])
+	err := h.writeFrames(w, rc, frames...)
+	clear(frames) // drop references to shared frames before pooling
+	if cap(frames) <= 1024 {
+		*fp = frames[:0]
+		h.frameSlices.Put(fp)
 	}
 	return err
 }
 
-// write writes p and flushes it under the per-write deadline.
-func (h *Handler) write(w http.ResponseWriter, rc *http.ResponseController, p []byte) error {
-	if d := h.writeTimeout(); d > 0 {
-		if err := rc.SetWriteDeadline(time.Now().Add(d)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			return err
+// writeFrames writes frames and flushes once, renewing the write deadline
+// for every maxWriteChunk bytes. net/http's buffers coalesce small frames,
+// so a batch of queued events leaves in as few writes as its size allows.
+func (h *Handler) writeFrames(w http.ResponseWriter, rc *http.ResponseController, frames ...[]byte) error {
+	timeout := h.writeTimeout()
+	sinceDeadline := maxWriteChunk
+	for _, f := range frames {
+		for len(f) > 0 {
+			if sinceDeadline >= maxWriteChunk {
+				if timeout > 0 {
+					if err := rc.SetWriteDeadline(time.Now().Add(timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+						return err
+					}
+				}
+				sinceDeadline = 0
+			}
+			n := min(len(f), maxWriteChunk-sinceDeadline)
+			if _, err := w.Write(f[:n]); err != nil {
+				return err
+			}
+			f = f[n:]
+			sinceDeadline += n
 		}
-	}
-	if _, err := w.Write(p); err != nil {
-		return err
 	}
 	return rc.Flush()
 }

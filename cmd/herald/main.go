@@ -25,17 +25,21 @@ var commands = []command{
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal now kills at once, mid-shutdown
+	}()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run is main without the process: it returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
-		if len(args) == 0 {
-			return 2
-		}
 		return 0
 	}
 	for _, c := range commands {
@@ -71,6 +75,13 @@ func usage(w io.Writer) {
 // errUsage reports bad flags, already explained to the user.
 var errUsage = errors.New("usage")
 
+// usageError explains a bad flag value on stderr and returns errUsage, so
+// every flag problem exits with status 2.
+func usageError(stderr io.Writer, format string, args ...any) error {
+	fmt.Fprintf(stderr, format+"\n", args...)
+	return errUsage
+}
+
 // envName is the environment variable that sets flag name.
 func envName(flagName string) string {
 	return "HERALD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -100,8 +111,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error
 		}
 	})
 	if envErr != nil {
-		fmt.Fprintln(stderr, envErr)
-		return errUsage
+		return usageError(stderr, "%v", envErr)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -110,8 +120,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error
 		return errUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "unexpected arguments: %q\n", fs.Args())
-		return errUsage
+		return usageError(stderr, "unexpected arguments: %q", fs.Args())
 	}
 	return nil
 }

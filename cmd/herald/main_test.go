@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-sse/herald/sse"
 )
@@ -104,5 +106,44 @@ func TestBadFlagsAndEnv(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"nope"}, io.Discard, io.Discard); code != 2 {
 		t.Errorf("unknown command: exit %d", code)
+	}
+	if code := run(context.Background(), nil, io.Discard, io.Discard); code != 2 {
+		t.Errorf("no command: exit %d", code)
+	}
+}
+
+func TestInvalidValuesExit2(t *testing.T) {
+	for _, args := range [][]string{
+		{"--addr", ""},
+		{"--heartbeat", "1ns"},
+		{"--max-connections", "-1"},
+		{"--queue-bytes", "0"},
+		{"--max-body", "-5"},
+		{"--write-timeout", "-1s"},
+		{"--shutdown-timeout", "-1s"},
+		{"--log-level", "loud"},
+		{"--log-format", "xml"},
+		{"extra"},
+	} {
+		var errOut bytes.Buffer
+		if code := run(context.Background(), append([]string{"serve"}, args...), io.Discard, &errOut); code != 2 || errOut.Len() == 0 {
+			t.Errorf("serve %q: exit %d, stderr %q; want 2 and an explanation", args, code, errOut.String())
+		}
+	}
+}
+
+// A flag on the command line wins over its environment variable; the
+// environment wins over the default.
+func TestFlagOverridesEnv(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	addr := fs.String("addr", ":8080", "")
+	beat := fs.Duration("heartbeat", time.Second, "")
+	t.Setenv("HERALD_ADDR", ":9000")
+	t.Setenv("HERALD_HEARTBEAT", "3s")
+	if err := parseFlags(fs, []string{"--addr", ":7000"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if *addr != ":7000" || *beat != 3*time.Second {
+		t.Errorf("addr %q heartbeat %v; want the flag's :7000 and the env's 3s", *addr, *beat)
 	}
 }

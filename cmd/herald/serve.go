@@ -23,8 +23,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxConns := fs.Int("max-connections", 10000, "most concurrent streams; 0 means no limit")
 	queueBytes := fs.Int("queue-bytes", herald.DefaultQueueBytes, "`bytes` that may wait for one slow stream before it is dropped")
 	maxBody := fs.Int64("max-body", httpapi.DefaultMaxBodyBytes, "largest publish body in `bytes`")
-	writeTimeout := fs.Duration("write-timeout", httpapi.DefaultWriteTimeout, "how long one write to a stream may block before the client is dropped")
-	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long to wait for streams to end on SIGINT/SIGTERM")
+	writeTimeout := fs.Duration("write-timeout", httpapi.DefaultWriteTimeout, "how long a stream client may take to accept 64 KiB before it is dropped; 0 disables")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long to wait for streams to end on SIGINT/SIGTERM (a second signal exits at once)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	fs.Usage = flagUsage(fs, "Runs the hub: GET /events streams, POST /publish publishes, GET / is a live page.")
@@ -34,10 +34,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	logger, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
-		return err
+		return usageError(stderr, "%v", err)
 	}
-	if *heartbeat < 0 || *maxConns < 0 || *queueBytes < 0 || *maxBody < 0 || *writeTimeout < 0 {
-		return errors.New("durations, sizes and limits must not be negative")
+	switch {
+	case *addr == "":
+		return usageError(stderr, "--addr must not be empty")
+	case *heartbeat != 0 && *heartbeat < 100*time.Millisecond:
+		return usageError(stderr, "--heartbeat must be 0 (off) or at least 100ms")
+	case *maxConns < 0:
+		return usageError(stderr, "--max-connections must not be negative")
+	case *queueBytes <= 0 || *maxBody <= 0:
+		return usageError(stderr, "--queue-bytes and --max-body must be positive")
+	case *writeTimeout < 0 || *shutdownTimeout < 0:
+		return usageError(stderr, "--write-timeout and --shutdown-timeout must not be negative")
 	}
 
 	hub := &herald.Hub{QueueBytes: *queueBytes, Heartbeat: *heartbeat}
