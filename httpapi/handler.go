@@ -69,10 +69,11 @@ type Handler struct {
 
 // ServeHTTP routes a request to the endpoint for its path.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/publish" && bodyUnread(r) {
-		// Only /publish reads a body. For the others net/http would read
-		// and discard it before answering, with no deadline: a client that
-		// never sends it would hold the connection (and a stream slot).
+	if bodyUnread(r) {
+		// Unless a handler reads the body (and then lifts this), net/http
+		// would read and discard it before answering, with no deadline: a
+		// client that never sends it would hold the connection (and a
+		// stream slot) and never see the answer.
 		w.Header().Set("Connection", "close")
 	}
 	switch r.URL.Path {
@@ -170,9 +171,6 @@ func allowMethods(h *Handler, w http.ResponseWriter, r *http.Request, methods ..
 // fail answers a rejected request with a JSON error body and logs it: the
 // one place a bad request is logged.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	if bodyUnread(r) {
-		w.Header().Set("Connection", "close") // see ServeHTTP
-	}
 	h.logger().LogAttrs(r.Context(), slog.LevelWarn, "request rejected",
 		slog.Int("status", status),
 		slog.String("error", msg),
@@ -184,7 +182,6 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, msg s
 }
 
 // bodyUnread reports whether r may still have body bytes on the wire.
-// Handlers that read the body replace it with http.NoBody.
 func bodyUnread(r *http.Request) bool {
 	return r.Body != http.NoBody && (r.ContentLength != 0 || len(r.TransferEncoding) > 0)
 }

@@ -50,7 +50,7 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = rc.SetReadDeadline(time.Time{})
-	r.Body = http.NoBody // read whole: a later error may keep the connection
+	w.Header().Del("Connection") // body read whole: the connection can be kept
 	if !utf8.Valid(body) {
 		// encoding/json would silently turn invalid bytes into U+FFFD and
 		// publish something else than was sent.
@@ -176,8 +176,8 @@ func (j *jsonEvent) event() (herald.Event, error) {
 }
 
 // topicList merges "topic" and "topics", dropping duplicates so the hub
-// sees each topic once. Beyond herald.MaxEventTopics the list is cut short:
-// the hub rejects it anyway, and deduplicating it all would cost time.
+// sees each topic once. A list longer than herald.MaxEventTopics is left
+// as is: the hub rejects it anyway, so deduplicating it would be wasted work.
 func topicList(one string, many []string) []string {
 	out := make([]string, 0, 1+len(many))
 	if one != "" {
