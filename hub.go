@@ -98,6 +98,23 @@ func (h *Hub) heartbeat() time.Duration {
 // selectors. The caller must drain it (see [Subscriber.Ready]) and call
 // [Subscriber.Close] when done.
 func (h *Hub) Subscribe(selectors ...Selector) (*Subscriber, error) {
+	return h.subscribe(nil, selectors)
+}
+
+// SubscribeFunc is Subscribe for drainers that are not goroutines, such
+// as a poller serving thousands of connections: instead of signalling
+// Ready and Done, the hub calls wake when the queue turns non-empty and
+// when the subscriber is removed ([Subscriber.Removed] tells). wake runs
+// while the hub holds its locks, possibly before SubscribeFunc returns: it
+// must return at once and must not call the hub or the Subscriber.
+func (h *Hub) SubscribeFunc(wake func(), selectors ...Selector) (*Subscriber, error) {
+	if wake == nil {
+		return nil, errors.New("herald: SubscribeFunc with a nil wake function")
+	}
+	return h.subscribe(wake, selectors)
+}
+
+func (h *Hub) subscribe(wake func(), selectors []Selector) (*Subscriber, error) {
 	if len(selectors) == 0 {
 		return nil, ErrNoSelector
 	}
@@ -112,8 +129,7 @@ func (h *Hub) Subscribe(selectors ...Selector) (*Subscriber, error) {
 		hub:       h,
 		selectors: selectors,
 		limit:     h.queueBytes(),
-		ready:     make(chan struct{}, 1),
-		done:      make(chan struct{}),
+		wake:      wake,
 	}
 	for _, sel := range selectors {
 		if t, ok := sel.(Topic); ok {

@@ -360,3 +360,66 @@ func TestParseSelector(t *testing.T) {
 		}
 	}
 }
+
+// A wake-driven subscriber is woken once per empty→non-empty turn and on
+// removal, and never gets channels it did not ask for.
+func TestSubscribeFuncWakes(t *testing.T) {
+	h := newTestHub(t, 1<<20)
+	var wakes int // wake runs under the hub's locks, so this is serialised with Publish
+	s, err := h.SubscribeFunc(func() { wakes++ }, Topic("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func() {
+		t.Helper()
+		if _, err := h.Publish(Event{Topics: []string{"a"}, Data: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish()
+	publish()
+	if wakes != 1 {
+		t.Fatalf("wakes after two publishes = %d, want 1: only the turn to non-empty wakes", wakes)
+	}
+	if got := len(s.Drain(nil)); got != 2 {
+		t.Fatalf("drained %d frames, want 2", got)
+	}
+	if removed, _ := s.Removed(); removed {
+		t.Fatal("Removed before removal")
+	}
+	s.Drain(nil)
+	publish()
+	if wakes != 2 {
+		t.Fatalf("wakes after drain and publish = %d, want 2", wakes)
+	}
+	h.Close()
+	removed, err := s.Removed()
+	if !removed || !errors.Is(err, ErrHubClosed) {
+		t.Fatalf("Removed() = %v, %v after hub close", removed, err)
+	}
+	if wakes != 3 {
+		t.Fatalf("wakes after removal = %d, want 3", wakes)
+	}
+	select {
+	case <-s.Done():
+	default:
+		t.Fatal("Done asked for after removal is not closed")
+	}
+	if _, err := h.SubscribeFunc(nil, Topic("a")); err == nil {
+		t.Fatal("SubscribeFunc accepted a nil wake")
+	}
+}
+
+// Ready asked for after events were queued is already signalled.
+func TestReadyAfterQueueIsSignalled(t *testing.T) {
+	h := newTestHub(t, 1<<20)
+	s := subscribe(t, h, "a")
+	if _, err := h.Publish(Event{Topics: []string{"a"}, Data: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Ready():
+	default:
+		t.Fatal("Ready not signalled for an event queued before the first call")
+	}
+}

@@ -27,21 +27,57 @@ type Subscriber struct {
 	closed   bool
 	err      error
 
+	// Exactly one way of learning about new events: wake, for drainers
+	// that are not goroutines, or the channels, made on first use so a
+	// subscriber served by wake carries none.
+	wake  func()
 	ready chan struct{}
 	done  chan struct{}
 }
+
+// closedChan is Done's answer for a subscriber that was removed before
+// anyone asked for the channel.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Selectors returns the selectors the subscriber was created with.
 func (s *Subscriber) Selectors() []Selector { return s.selectors }
 
 // Ready is signalled when the queue turns non-empty. One signal may stand
 // for many events: after receiving from it, Drain everything.
-func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
+func (s *Subscriber) Ready() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ready == nil {
+		s.ready = make(chan struct{}, 1)
+		if s.queued > 0 {
+			s.ready <- struct{}{} // queued before anyone listened
+		}
+	}
+	return s.ready
+}
 
 // Done is closed when the subscriber is removed from the hub: by Close, by
 // the hub closing, or for being too slow. Err tells which. Events queued
 // before that can still be drained.
-func (s *Subscriber) Done() <-chan struct{} { return s.done }
+func (s *Subscriber) Done() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done == nil {
+		if s.closed {
+			return closedChan
+		}
+		s.done = make(chan struct{})
+	}
+	return s.done
+}
+
+// Removed reports whether the subscriber has left the hub (see Done), and
+// why (see Err).
+func (s *Subscriber) Removed() (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed, s.err
+}
 
 // Err returns why the hub removed the subscriber: [ErrSlowSubscriber],
 // [ErrHubClosed], or nil while subscribed or after Close.
@@ -103,10 +139,13 @@ func (s *Subscriber) enqueue(frame []byte) bool {
 	if s.queued > 0 && s.queued+len(frame) > s.limit {
 		return false
 	}
+	wasEmpty := s.queued == 0
 	s.queue = append(s.queue, frame)
 	s.queued += len(frame)
 	s.wroteAny = true
-	s.signal()
+	if wasEmpty {
+		s.signal()
+	}
 	return true
 }
 
@@ -124,10 +163,15 @@ func (s *Subscriber) heartbeat(frame []byte) {
 	s.wroteAny = false
 }
 
-// signal wakes the drainer without ever blocking the hub. s.mu must be held.
+// signal wakes the drainer, when the queue turns non-empty or the
+// subscriber is removed, without ever blocking the hub. s.mu must be held.
 func (s *Subscriber) signal() {
+	if s.wake != nil {
+		s.wake()
+		return
+	}
 	select {
-	case s.ready <- struct{}{}:
+	case s.ready <- struct{}{}: // a nil channel (nobody listening yet) is skipped
 	default:
 	}
 }
@@ -148,7 +192,12 @@ func (s *Subscriber) finish(err error) {
 		clear(s.queue)
 		s.queue, s.queued = nil, 0
 	}
-	close(s.done)
+	if s.done != nil {
+		close(s.done)
+	}
+	if s.wake != nil {
+		s.wake()
+	}
 }
 
 func (s *Subscriber) queuedBytes() int {

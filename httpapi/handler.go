@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -65,6 +66,9 @@ type Handler struct {
 
 	streams     atomic.Int64 // open streams, counted exactly for MaxConnections
 	frameSlices sync.Pool    // *[][]byte for draining queues, so idle streams hold none
+
+	idleMu      sync.Mutex
+	idleWaiters []chan struct{} // closed when streams drops to zero
 }
 
 // ServeHTTP routes a request to the endpoint for its path.
@@ -118,7 +122,37 @@ func (h *Handler) acquireStream() bool {
 	}
 }
 
-func (h *Handler) releaseStream() { h.streams.Add(-1) }
+func (h *Handler) releaseStream() {
+	if h.streams.Add(-1) == 0 {
+		h.idleMu.Lock()
+		for _, c := range h.idleWaiters {
+			close(c)
+		}
+		h.idleWaiters = nil
+		h.idleMu.Unlock()
+	}
+}
+
+// WaitStreams waits until no stream is open, or ctx ends. After the hub is
+// closed every stream sends what it has queued and ends, so a graceful
+// shutdown is: stop accepting, close the hub, WaitStreams.
+func (h *Handler) WaitStreams(ctx context.Context) error {
+	for {
+		h.idleMu.Lock()
+		if h.streams.Load() == 0 {
+			h.idleMu.Unlock()
+			return nil
+		}
+		c := make(chan struct{})
+		h.idleWaiters = append(h.idleWaiters, c)
+		h.idleMu.Unlock()
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
 func (h *Handler) logger() *slog.Logger {
 	if h.Logger != nil {
@@ -205,7 +239,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // NewServer returns an http.Server for h with timeouts that protect against
 // slow clients without cutting long-lived streams: headers must arrive in
 // time, but there is no absolute WriteTimeout or ReadTimeout (either would
-// end every stream); streams use a deadline per write instead.
+// end every stream); streams use a deadline per write instead. It sets
+// [ConnContext], so plain HTTP/1.1 streams are served by the shared engine.
+//
+// Streams served by the engine are not tracked by the server: after
+// [http.Server.Shutdown], close the hub and wait with
+// [Handler.WaitStreams] for them to end.
 func NewServer(addr string, h http.Handler) *http.Server {
 	return &http.Server{
 		Addr:              addr,
@@ -213,5 +252,6 @@ func NewServer(addr string, h http.Handler) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+		ConnContext:       ConnContext,
 	}
 }

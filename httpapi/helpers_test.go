@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,10 @@ import (
 	"github.com/herald-sse/herald/httpapi"
 	"github.com/herald-sse/herald/sse"
 )
+
+// slowPath runs the suite with every stream served by a handler goroutine
+// (as over TLS and HTTP/2) instead of the engine.
+var slowPath = flag.Bool("slowpath", false, "serve streams without the engine")
 
 // testHub is a hub served over HTTP for one test.
 type testHub struct {
@@ -65,7 +70,11 @@ func startHub(t testing.TB, configure func(*herald.Hub, *httpapi.Handler)) *test
 	if configure != nil {
 		configure(hub, h)
 	}
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	if !*slowPath {
+		srv.Config.ConnContext = httpapi.ConnContext
+	}
+	srv.Start()
 	tr := &http.Transport{MaxIdleConnsPerHost: 100}
 	th := &testHub{hub: hub, handler: h, srv: srv, client: &http.Client{Transport: tr}, logs: logs}
 	t.Cleanup(func() {

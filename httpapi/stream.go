@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"time"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/internal/netpoll"
 )
 
 // openingComment is written at once so that proxies and clients see the
@@ -39,20 +42,26 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusServiceUnavailable, "too many connections")
 		return
 	}
-	defer h.releaseStream()
-
-	sub, err := h.Hub.Subscribe(selectors...)
-	if err != nil {
-		w.Header().Set("Retry-After", "5")
-		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")
-		return
-	}
-	defer sub.Close()
 
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no")
+	if e := engineFor(r); e != nil && h.serveHijacked(w, r, e, selectors, raw) {
+		return
+	}
+	defer h.releaseStream()
+
+	sub, err := h.Hub.Subscribe(selectors...)
+	if err != nil {
+		for _, k := range []string{"Content-Type", "Cache-Control", "X-Accel-Buffering"} {
+			hdr.Del(k)
+		}
+		w.Header().Set("Retry-After", "5")
+		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")
+		return
+	}
+	defer sub.Close()
 	w.WriteHeader(http.StatusOK)
 
 	log := h.logger()
@@ -76,6 +85,11 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-sub.Ready():
 			if err := h.writeQueued(w, rc, sub); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					log.LogAttrs(r.Context(), slog.LevelWarn, "slow stream dropped",
+						slog.String("remote", r.RemoteAddr), slog.Any("topics", raw), slog.String("error", errWriteTimeout.Error()))
+					panic(http.ErrAbortHandler)
+				}
 				log.LogAttrs(r.Context(), slog.LevelInfo, "stream write failed",
 					slog.String("remote", r.RemoteAddr), slog.String("error", err.Error()))
 				return
@@ -94,6 +108,24 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// engineFor returns the shared engine if r's stream can be served by it:
+// HTTP/1.1 over a plain socket that ConnContext recorded. TLS and HTTP/2
+// streams are multiplexed or encrypted by net/http, so they stay on the
+// ordinary path.
+func engineFor(r *http.Request) *engine {
+	if r.TLS != nil || r.ProtoMajor != 1 || r.ProtoMinor != 1 {
+		return nil
+	}
+	c, _ := r.Context().Value(connContextKey{}).(net.Conn)
+	if c == nil {
+		return nil
+	}
+	if _, ok := netpoll.RawConn(c); !ok {
+		return nil
+	}
+	return sharedEngine()
 }
 
 // parseSelectors reads the topic selectors of a stream request, without

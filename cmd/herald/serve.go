@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/herald-sse/herald"
 	"github.com/herald-sse/herald/httpapi"
+	"github.com/herald-sse/herald/metrics"
 	"github.com/herald-sse/herald/web"
 )
 
@@ -27,7 +30,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long to wait for streams to end on SIGINT/SIGTERM (a second signal exits at once)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
-	fs.Usage = flagUsage(fs, "Runs the hub: GET /events streams, POST /publish publishes, GET / is a live page.")
+	reusePort := fs.Bool("reuseport", false, "listen with SO_REUSEPORT so several herald processes can share the port (Linux only)")
+	metricsOn := fs.Bool("metrics", true, "serve Prometheus metrics at GET /metrics")
+	fs.Usage = flagUsage(fs, "Runs the hub: GET /events streams, POST /publish publishes, GET / is a live page,\nGET /metrics has Prometheus metrics.")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -47,6 +52,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError(stderr, "--queue-bytes and --max-body must be positive")
 	case *writeTimeout < 0 || *shutdownTimeout < 0:
 		return usageError(stderr, "--write-timeout and --shutdown-timeout must not be negative")
+	case *reusePort && !reusePortSupported:
+		return usageError(stderr, "--reuseport is not supported on %s", runtime.GOOS)
 	}
 
 	hub := &herald.Hub{QueueBytes: *queueBytes, Heartbeat: *heartbeat}
@@ -64,17 +71,44 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *writeTimeout == 0 {
 		handler.WriteTimeout = -1
 	}
-	srv := httpapi.NewServer(*addr, handler)
+	var root http.Handler = handler
+	if *metricsOn {
+		// A switch on the exact path, not http.ServeMux: everything else,
+		// unknown paths included, stays the API's (JSON errors, no
+		// redirects for unclean paths).
+		mh := metrics.Handler(hub, handler.ActiveStreams)
+		root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/metrics" {
+				mh.ServeHTTP(w, r)
+				return
+			}
+			handler.ServeHTTP(w, r)
+		})
+	}
+	srv := httpapi.NewServer(*addr, root)
 	srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
-	// Closing the hub ends every stream, which Shutdown waits for.
+	// Closing the hub ends every stream: Shutdown waits for those on
+	// handler goroutines, WaitStreams below for those on the engine.
 	srv.RegisterOnShutdown(func() { hub.Close() })
 
-	ln, err := net.Listen("tcp", *addr)
+	var lc net.ListenConfig
+	if *reusePort {
+		lc.Control = setReusePort
+	}
+	ln, err := lc.Listen(ctx, "tcp", *addr)
 	if err != nil {
+		switch {
+		case !errors.Is(err, syscall.EADDRINUSE) || !reusePortSupported:
+		case *reusePort:
+			err = fmt.Errorf("%w (the port can be shared only when every process on it uses SO_REUSEPORT and runs as the same user)", err)
+		default:
+			err = fmt.Errorf("%w (to share the port with another herald, start every one with --reuseport)", err)
+		}
 		return err
 	}
 	logger.Info("herald listening", "addr", ln.Addr().String(), "store", "memory",
-		"heartbeat", heartbeat.String(), "max_connections", *maxConns)
+		"heartbeat", heartbeat.String(), "max_connections", *maxConns,
+		"reuseport", *reusePort, "metrics", *metricsOn)
 	fmt.Fprintf(stdout, "herald serving on http://%s\n", displayAddr(ln.Addr()))
 
 	served := make(chan error, 1)
@@ -91,6 +125,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := srv.Shutdown(sctx); err != nil {
 		logger.Warn("streams still open at shutdown deadline; closing them", "error", err)
 		srv.Close()
+	}
+	// Streams served by the engine left the server when their connections
+	// were taken over; the closed hub is ending them.
+	if err := handler.WaitStreams(sctx); err != nil {
+		logger.Warn("streams still open at shutdown deadline; exiting", "open_streams", handler.ActiveStreams())
 	}
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err

@@ -1,0 +1,387 @@
+package httpapi_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/httpapi"
+	"github.com/herald-sse/herald/sse"
+)
+
+// The behaviour tests below run over every way a stream can be served:
+// the engine (plain HTTP/1.1), a handler goroutine (what TLS, HTTP/2 and
+// servers without ConnContext get), TLS with HTTP/1.1, and HTTP/2.
+var transports = []string{"engine", "goroutine", "tls", "h2"}
+
+// transportHub is a hub served over one transport, with a way to make
+// clients whose raw TCP connections the test can reach.
+type transportHub struct {
+	hub     *herald.Hub
+	handler *httpapi.Handler
+	srv     *httptest.Server
+	logs    *logCounter
+	mode    string
+}
+
+// smallSendBuffers keeps the server's socket buffers small so a client that
+// stops reading fills them after a few KiB. It leaves accepted connections
+// unwrapped: the engine only takes plain sockets.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
+}
+
+func startTransport(t *testing.T, mode string, configure func(*herald.Hub, *httpapi.Handler)) *transportHub {
+	t.Helper()
+	logs := &logCounter{counts: map[string]int{}}
+	hub := &herald.Hub{Heartbeat: -1}
+	h := &httpapi.Handler{Hub: hub, Logger: slog.New(logs)}
+	if configure != nil {
+		configure(hub, h)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = smallSendBuffers{srv.Listener}
+	switch mode {
+	case "engine":
+		srv.Config.ConnContext = httpapi.ConnContext
+		srv.Start()
+	case "goroutine":
+		srv.Start()
+	case "tls":
+		srv.Config.ConnContext = httpapi.ConnContext // must be ignored over TLS
+		srv.StartTLS()
+	case "h2":
+		srv.Config.ConnContext = httpapi.ConnContext
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+	default:
+		t.Fatalf("unknown transport %q", mode)
+	}
+	t.Cleanup(func() {
+		hub.Close()
+		srv.Close()
+	})
+	return &transportHub{hub: hub, handler: h, srv: srv, logs: logs, mode: mode}
+}
+
+// client returns an HTTP client for the hub whose raw TCP connections are
+// passed to dialed, and whose sockets have small receive buffers if small.
+func (th *transportHub) client(small bool, dialed func(*net.TCPConn)) *http.Client {
+	d := &net.Dialer{}
+	if small {
+		d = smallReceiveBuffer
+	}
+	tr := &http.Transport{
+		MaxIdleConnsPerHost: 1000,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil && dialed != nil {
+				dialed(c.(*net.TCPConn))
+			}
+			return c, err
+		},
+	}
+	if th.srv.TLS != nil {
+		tr.TLSClientConfig = th.srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+		if th.mode == "h2" {
+			tr.ForceAttemptHTTP2 = true
+			tr.TLSClientConfig.NextProtos = []string{"h2"}
+		} else {
+			tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		}
+	}
+	return &http.Client{Transport: tr}
+}
+
+// open starts a stream and returns its response once the headers arrived,
+// so the subscription exists.
+func (th *transportHub) open(t *testing.T, c *http.Client, topics ...string) *http.Response {
+	t.Helper()
+	resp, err := c.Get(th.srv.URL + "/events?" + url.Values{"topic": topics}.Encode())
+	if err != nil {
+		t.Fatalf("GET /events: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /events: status %d", resp.StatusCode)
+	}
+	wantMajor := 1
+	if th.mode == "h2" {
+		wantMajor = 2
+	}
+	if resp.ProtoMajor != wantMajor {
+		t.Fatalf("stream served over %s, want HTTP/%d", resp.Proto, wantMajor)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// One reader among 1,000 stops reading. The other 999 receive every event
+// with less delay than one write deadline, and the stalled one is dropped
+// by that deadline.
+func TestStalledReaderAmongThousand(t *testing.T) {
+	for _, mode := range transports {
+		t.Run(mode, func(t *testing.T) { testStalledReaderAmongThousand(t, mode) })
+	}
+}
+
+func testStalledReaderAmongThousand(t *testing.T, mode string) {
+	const streams = 1000
+	ticks, tickEvery, writeTimeout := 150, 10*time.Millisecond, time.Second
+	if raceEnabled {
+		ticks, tickEvery, writeTimeout = 25, 100*time.Millisecond, 5*time.Second
+	}
+	th := startTransport(t, mode, func(hub *herald.Hub, h *httpapi.Handler) {
+		hub.QueueBytes = 4 << 20 // the deadline, not the queue, must drop it
+		h.WriteTimeout = writeTimeout
+		h.MaxConnections = streams + 10
+	})
+	// The stalled stream also gets bulk events nobody else wants, to fill
+	// its buffers at once: over HTTP/2 that means the client's 4 MiB
+	// per-stream window, over HTTP/1.1 a few socket buffers.
+	stalledClient := th.client(true, nil)
+	stalled := th.open(t, stalledClient, "tick", "bulk")
+
+	type result struct {
+		maxDelay time.Duration
+		err      error
+	}
+	results := make(chan result, streams-1)
+	shared := th.client(false, nil)
+	for range streams - 1 {
+		resp := th.open(t, shared, "tick")
+		go func() {
+			dec := sse.NewDecoder(resp.Body)
+			var r result
+			for want := 0; want < ticks; want++ {
+				m, err := dec.Next()
+				if err != nil {
+					r.err = fmt.Errorf("after %d ticks: %w", want, err)
+					break
+				}
+				seq, sent, _ := strings.Cut(m.Data, " ")
+				nanos, _ := strconv.ParseInt(sent, 10, 64)
+				if seq != strconv.Itoa(want) {
+					r.err = fmt.Errorf("got tick %q, want %d", seq, want)
+					break
+				}
+				r.maxDelay = max(r.maxDelay, time.Since(time.Unix(0, nanos)))
+			}
+			results <- r
+		}()
+	}
+
+	bulk := 4
+	if mode == "h2" {
+		bulk = 80
+	}
+	big := strings.Repeat("b", 64<<10)
+	for range bulk {
+		if _, err := th.hub.Publish(herald.Event{Topics: []string{"bulk"}, Data: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick := time.NewTicker(tickEvery) // pacing the publisher, not synchronising
+	defer tick.Stop()
+	for i := range ticks {
+		<-tick.C
+		data := fmt.Sprintf("%d %d", i, time.Now().UnixNano())
+		if _, err := th.hub.Publish(herald.Event{Topics: []string{"tick"}, Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var worst time.Duration
+	for range streams - 1 {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("a reading stream: %v", r.err)
+		}
+		worst = max(worst, r.maxDelay)
+	}
+	t.Logf("%s: worst publish→receive delay among %d readers: %v", mode, streams-1, worst)
+	if worst >= writeTimeout {
+		t.Errorf("a stalled reader delayed the others by %v, more than the write deadline %v", worst, writeTimeout)
+	}
+	waitFor(t, "the stalled stream to be dropped", func() bool { return th.logs.take("slow stream dropped") == 1 })
+	if st := th.hub.Stats(); st.Subscribers != streams-1 {
+		t.Errorf("%d subscribers left, want %d", st.Subscribers, streams-1)
+	}
+	// The stalled client, reading at last, finds its stream cut short: a
+	// clean end would make it believe it had everything.
+	_, err := io.Copy(io.Discard, stalled.Body)
+	if err == nil {
+		t.Error("stalled stream ended cleanly; want it cut")
+	}
+}
+
+// A client that vanishes (reset or orderly close) is noticed within 2 s
+// although no event is sent, and its subscription and slot are freed.
+func TestPeerGoneNoticedWithoutEvents(t *testing.T) {
+	for _, mode := range transports {
+		for _, how := range []string{"reset", "close"} {
+			t.Run(mode+"/"+how, func(t *testing.T) {
+				th := startTransport(t, mode, nil)
+				var raw *net.TCPConn
+				c := th.client(false, func(tc *net.TCPConn) { raw = tc })
+				th.open(t, c, "quiet")
+				if th.handler.ActiveStreams() != 1 || th.hub.Stats().Subscribers != 1 {
+					t.Fatal("stream not registered")
+				}
+				if how == "reset" {
+					_ = raw.SetLinger(0) // close sends RST
+				}
+				gone := time.Now()
+				raw.Close()
+				waitFor(t, "the stream to be freed", func() bool {
+					return th.handler.ActiveStreams() == 0 && th.hub.Stats().Subscribers == 0
+				})
+				if took := time.Since(gone); took > 2*time.Second {
+					t.Errorf("noticed after %v, want within 2 s", took)
+				}
+			})
+		}
+	}
+}
+
+// Events published before the hub closes all arrive, then the stream ends
+// cleanly (not cut): the client knows to reconnect, not that it lost data.
+func TestShutdownDeliversQueuedThenEnds(t *testing.T) {
+	for _, mode := range transports {
+		t.Run(mode, func(t *testing.T) {
+			th := startTransport(t, mode, nil)
+			resp := th.open(t, th.client(false, nil), "t")
+			for i := range 100 {
+				if _, err := th.hub.Publish(herald.Event{Topics: []string{"t"}, Data: strconv.Itoa(i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			th.hub.Close()
+			dec := sse.NewDecoder(resp.Body)
+			for i := range 100 {
+				m, err := dec.Next()
+				if err != nil || m.Data != strconv.Itoa(i) {
+					t.Fatalf("event %d: %q, %v", i, m.Data, err)
+				}
+			}
+			if _, err := dec.Next(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after the last event: %v, want a clean end (EOF)", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := th.handler.WaitStreams(ctx); err != nil {
+				t.Fatalf("WaitStreams: %v", err)
+			}
+		})
+	}
+}
+
+// Stream headers set by middleware in front of the handler reach the
+// client on every transport (the engine writes the head itself).
+func TestStreamHeadersOnEveryTransport(t *testing.T) {
+	for _, mode := range transports {
+		t.Run(mode, func(t *testing.T) {
+			th := startTransport(t, mode, nil)
+			inner := th.srv.Config.Handler
+			th.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Middleware", "yes")
+				inner.ServeHTTP(w, r)
+			})
+			resp := th.open(t, th.client(false, nil), "t")
+			for k, want := range map[string]string{
+				"Content-Type":      "text/event-stream",
+				"Cache-Control":     "no-cache",
+				"X-Accel-Buffering": "no",
+				"X-Middleware":      "yes",
+			} {
+				if got := resp.Header.Get(k); got != want {
+					t.Errorf("%s = %q, want %q", k, got, want)
+				}
+			}
+			if _, err := th.hub.Publish(herald.Event{Topics: []string{"t"}, Data: "x\ny"}); err != nil {
+				t.Fatal(err)
+			}
+			m, err := sse.NewDecoder(resp.Body).Next()
+			if err != nil || m.Data != "x\ny" {
+				t.Fatalf("event: %q, %v", m.Data, err)
+			}
+		})
+	}
+}
+
+// Events queued while a stream's socket is full leave together: the
+// engine gathers everything queued into one chunk, one write() each.
+func TestEngineWritesQueuedEventsTogether(t *testing.T) {
+	th := startTransport(t, "engine", func(hub *herald.Hub, _ *httpapi.Handler) { hub.QueueBytes = 4 << 20 })
+	conn, br := rawStream(t, th.srv.Listener.Addr().String(), "t", smallReceiveBuffer)
+	defer conn.Close()
+	if line, err := br.ReadString('\n'); err != nil || line != "\r\n" {
+		t.Fatalf("end of the opening chunk: %q, %v", line, err)
+	}
+
+	big := strings.Repeat("b", 64<<10)
+	for range 4 { // more than the socket buffers hold: the stream stalls
+		if _, err := th.hub.Publish(herald.Event{Topics: []string{"t"}, Data: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const small = 300
+	for i := range small {
+		if _, err := th.hub.Publish(herald.Event{Topics: []string{"t"}, Data: fmt.Sprintf("e%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Read chunk by chunk: on the engine, each chunk is one write().
+	var chunksWithSmall, smallSeen int
+	body := new(strings.Builder)
+	for smallSeen < small {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("chunk size line: %v", err)
+		}
+		size, err := strconv.ParseInt(strings.TrimSpace(line), 16, 64)
+		if err != nil || size == 0 {
+			t.Fatalf("chunk size line %q", line)
+		}
+		chunk := make([]byte, size+2)
+		if _, err := io.ReadFull(br, chunk); err != nil {
+			t.Fatal(err)
+		}
+		body.Write(chunk[:size])
+		if n := strings.Count(string(chunk), "data: e"); n > 0 {
+			chunksWithSmall++
+			smallSeen += n
+		}
+	}
+	if chunksWithSmall > 2 {
+		t.Errorf("%d queued small events arrived in %d writes, want at most 2", small, chunksWithSmall)
+	}
+	// And nothing was lost or reordered on the way.
+	dec := sse.NewDecoder(strings.NewReader(body.String()))
+	for i := range 4 + small {
+		m, err := dec.Next()
+		want := big
+		if i >= 4 {
+			want = fmt.Sprintf("e%d", i-4)
+		}
+		if err != nil || m.Data != want {
+			t.Fatalf("event %d: %.20q, %v", i, m.Data, err)
+		}
+	}
+}
