@@ -159,8 +159,10 @@ type streamWriter struct {
 	spare []*hijackedStream // guarded by mu
 	wake  chan struct{}
 
-	buf    []byte   // owned by the goroutine: one chunk being written
-	frames [][]byte // owned by the goroutine: frames drained for one stream
+	// Owned by the goroutine, reused for every stream it flushes.
+	buf     []byte      // one chunk being written
+	drained [][]byte    // frames drained from one subscriber
+	cur     frameCursor // position in drained
 }
 
 // schedule puts s in line for a flush. It is the subscriber's wake
@@ -219,31 +221,42 @@ const (
 
 var errWriteTimeout = errors.New("write deadline exceeded: client is not reading")
 
-// hijackedStream is one stream served by the engine.
+// hijackedStream is one stream served by the engine. Idle streams
+// outnumber busy ones by far, so what only a stalled stream needs lives in
+// a stall allocated when its socket fills up.
 type hijackedStream struct {
 	h      *Handler
 	writer *streamWriter
 	remote string
-	topics []string
-	opened time.Time
+	opened int64 // unix nanoseconds
 
 	scheduled      bool        // guarded by writer.mu
-	waitingForRoom atomic.Bool // a write came up short; the poller resumes it
+	waitingForRoom atomic.Bool // set while a write may come up short; the poller resumes it
 
-	mu       sync.Mutex // serialises flush and end
-	sub      *herald.Subscriber
-	conn     net.Conn
-	raw      syscall.RawConn
-	fd       int
-	key      uint64
-	pending  []byte   // written next: response head, or a chunk the socket did not take
-	frames   [][]byte // drained but not yet gathered into a chunk, while the socket is full
-	offset   int      // bytes of frames[0] already gathered
-	ending   bool     // response terminator queued; close once written
-	ended    bool
-	deadline *time.Timer
-	due      time.Time // when the stalled write gives up; zero when none is stalled
-	progress int       // bytes written since due was set
+	mu      sync.Mutex // serialises flush and end
+	ending  bool       // response terminator queued; close once written
+	ended   bool
+	sub     *herald.Subscriber
+	conn    net.Conn
+	raw     syscall.RawConn
+	fd      int
+	key     uint64
+	pending []byte // written next: response head, terminator, or a chunk the socket did not take
+	stall   *stall
+}
+
+// stall is what a stream keeps while its socket is full.
+type stall struct {
+	rest     frameCursor // frames drained but not yet gathered into a chunk
+	deadline *time.Timer // nil when WriteTimeout is off
+	due      time.Time   // when the stream is dropped unless it makes progress
+	progress int         // bytes written since due was set
+}
+
+// frameCursor is a position in a list of frames.
+type frameCursor struct {
+	frames [][]byte
+	offset int // bytes of frames[0] already taken
 }
 
 // serveHijacked takes the connection over and leaves the stream, and the
@@ -252,7 +265,7 @@ type hijackedStream struct {
 // connection cannot be taken over; the caller then serves the stream
 // itself.
 func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engine, selectors []herald.Selector, raw []string) bool {
-	s := &hijackedStream{h: h, remote: r.RemoteAddr, topics: raw, opened: time.Now()}
+	s := &hijackedStream{h: h, remote: r.RemoteAddr, opened: time.Now().UnixNano()}
 	s.writer = e.writers[int(e.nextWriter.Add(1))%len(e.writers)]
 	// Held until the stream is registered: the hub may wake it (and a
 	// writer flush it) as soon as it subscribes.
@@ -299,7 +312,7 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	h.logger().LogAttrs(r.Context(), slog.LevelDebug, "stream opened",
 		slog.String("remote", s.remote), slog.Any("topics", raw))
 	if err := e.poller.Add(fd, s.key); err != nil {
-		s.endLocked(e, endFailed, err)
+		s.endLocked(endFailed, err)
 		return true
 	}
 	s.writer.schedule(s)
@@ -333,37 +346,41 @@ func (s *hijackedStream) flush(w *streamWriter) {
 	if s.ended || s.sub == nil {
 		return
 	}
-	e := theEngine
 	removed, why := s.sub.Removed()
 	if removed && errors.Is(why, herald.ErrSlowSubscriber) {
-		s.endLocked(e, endSlow, why)
+		s.endLocked(endSlow, why)
 		return
 	}
 	// Set before writing, not after a short write: the poller's report of
 	// room may come between the two, and must not be missed.
 	s.waitingForRoom.Store(true)
+	w.cur = frameCursor{} // whatever the previous stream left is not ours
+	cur := &w.cur
+	if s.stall != nil && len(s.stall.rest.frames) > 0 {
+		cur = &s.stall.rest
+	}
 	for {
 		if len(s.pending) > 0 {
 			n, err := netpoll.WriteNow(s.raw, s.pending)
 			if err != nil && err != netpoll.ErrWouldBlock {
-				s.endLocked(e, endFailed, err)
+				s.endLocked(endFailed, err)
 				return
 			}
 			s.wrote(n)
-			s.pending = s.pending[n:]
-			if len(s.pending) > 0 {
-				s.stalled()
+			if s.pending = s.pending[n:]; len(s.pending) > 0 {
+				s.stalled() // cur is the stall's own or empty: nothing to keep
 				return
 			}
 			s.pending = nil
 		}
 		if s.ending {
-			s.endLocked(e, endShutdown, nil)
+			s.endLocked(endShutdown, nil)
 			return
 		}
-		if len(s.frames) == 0 {
-			w.frames = s.sub.Drain(w.frames[:0])
-			if len(w.frames) == 0 {
+		if len(cur.frames) == 0 {
+			w.drained = s.sub.Drain(w.drained[:0])
+			w.cur, cur = frameCursor{frames: w.drained}, &w.cur
+			if len(w.drained) == 0 {
 				if removed {
 					// Everything queued before the hub closed is out:
 					// end the response cleanly.
@@ -373,49 +390,43 @@ func (s *hijackedStream) flush(w *streamWriter) {
 				s.unstalled()
 				return
 			}
-			s.frames, s.offset = w.frames, 0
 		}
-		chunk := s.gather(w.buf)
+		chunk := gather(w.buf, cur)
 		n, err := netpoll.WriteNow(s.raw, chunk)
 		if err != nil && err != netpoll.ErrWouldBlock {
-			s.endLocked(e, endFailed, err)
+			clear(w.drained)
+			s.endLocked(endFailed, err)
 			return
 		}
 		s.wrote(n)
 		if n < len(chunk) {
-			// The socket is full. Keep the rest of this chunk (a copy:
-			// the buffer is shared) and the frames not yet gathered (a
-			// copy of the slice: so is w.frames), and wait for room.
+			// The socket is full. Keep the rest of this chunk and the
+			// frames not yet gathered (copies: the writer's buffers serve
+			// the next stream), and wait for room.
 			s.pending = append([]byte(nil), chunk[n:]...)
-			if len(s.frames) > 0 {
-				s.frames = append([][]byte(nil), s.frames...)
+			st := s.stalled()
+			if cur == &w.cur && len(cur.frames) > 0 {
+				st.rest = frameCursor{frames: append([][]byte(nil), cur.frames...), offset: cur.offset}
 			}
-			clear(w.frames)
-			s.stalled()
+			clear(w.drained) // keep no reference to shared frames
 			return
-		}
-		if len(s.frames) == 0 {
-			clear(w.frames) // keep no reference to shared frames
 		}
 	}
 }
 
-// gather fills buf with one chunk made of the stream's next frames and
-// returns it, consuming what it took from s.frames.
-func (s *hijackedStream) gather(buf []byte) []byte {
+// gather fills buf with one chunk made of the frames at cur and returns
+// it, advancing cur past what it took.
+func gather(buf []byte, cur *frameCursor) []byte {
 	payload := buf[chunkHeaderRoom:chunkHeaderRoom]
-	for len(s.frames) > 0 && len(payload) < maxChunkPayload {
-		f := s.frames[0][s.offset:]
+	for len(cur.frames) > 0 && len(payload) < maxChunkPayload {
+		f := cur.frames[0][cur.offset:]
 		n := min(len(f), maxChunkPayload-len(payload))
 		payload = append(payload, f[:n]...)
-		s.offset += n
-		if s.offset == len(s.frames[0]) {
-			s.frames[0] = nil
-			s.frames, s.offset = s.frames[1:], 0
+		cur.offset += n
+		if cur.offset == len(cur.frames[0]) {
+			cur.frames[0] = nil // done with this shared frame
+			cur.frames, cur.offset = cur.frames[1:], 0
 		}
-	}
-	if len(s.frames) == 0 {
-		s.frames = nil
 	}
 	size := strconv.AppendInt(buf[:0:chunkHeaderRoom], int64(len(payload)), 16)
 	start := chunkHeaderRoom - len(size) - 2
@@ -426,71 +437,81 @@ func (s *hijackedStream) gather(buf []byte) []byte {
 	return buf[start:end]
 }
 
-// stalled arms the write deadline when a write comes up short: the client
-// must take maxWriteChunk bytes within WriteTimeout or be dropped.
-func (s *hijackedStream) stalled() {
+// stalled notes that a write came up short and arms the write deadline:
+// the client must take maxWriteChunk bytes within WriteTimeout or be
+// dropped.
+func (s *hijackedStream) stalled() *stall {
+	st := s.stall
+	if st == nil {
+		st = &stall{}
+		s.stall = st
+	}
 	timeout := s.h.writeTimeout()
-	if timeout <= 0 || !s.due.IsZero() {
-		return
+	if timeout <= 0 || !st.due.IsZero() {
+		return st
 	}
-	s.due = time.Now().Add(timeout)
-	s.progress = 0
-	if s.deadline == nil {
-		s.deadline = time.AfterFunc(timeout, s.checkDeadline)
+	st.due, st.progress = time.Now().Add(timeout), 0
+	if st.deadline == nil {
+		st.deadline = time.AfterFunc(timeout, func() { s.checkDeadline(st) })
 	} else {
-		s.deadline.Reset(timeout)
+		st.deadline.Reset(timeout)
 	}
+	return st
 }
 
 // wrote counts progress; a steady reader earns a new deadline per
 // maxWriteChunk bytes, as on the ordinary path.
 func (s *hijackedStream) wrote(n int) {
-	if s.due.IsZero() {
+	st := s.stall
+	if st == nil || st.due.IsZero() {
 		return
 	}
-	s.progress += n
-	if s.progress >= maxWriteChunk {
-		s.due, s.progress = time.Now().Add(s.h.writeTimeout()), 0
+	st.progress += n
+	if st.progress >= maxWriteChunk {
+		st.due, st.progress = time.Now().Add(s.h.writeTimeout()), 0
 	}
 }
 
-// unstalled disarms the deadline: everything is written.
+// unstalled forgets the stall: everything is written.
 func (s *hijackedStream) unstalled() {
 	s.waitingForRoom.Store(false)
-	if !s.due.IsZero() {
-		s.due = time.Time{}
-		s.deadline.Stop()
+	if s.stall != nil {
+		if s.stall.deadline != nil {
+			s.stall.deadline.Stop()
+		}
+		s.stall = nil
 	}
 }
 
-func (s *hijackedStream) checkDeadline() {
+func (s *hijackedStream) checkDeadline(st *stall) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended || s.due.IsZero() {
+	if s.ended || s.stall != st {
+		return // ended, or drained since: this timer is stale
+	}
+	if left := time.Until(st.due); left > 0 {
+		st.deadline.Reset(left) // progress moved the deadline
 		return
 	}
-	if left := time.Until(s.due); left > 0 {
-		s.deadline.Reset(left) // progress moved the deadline
-		return
-	}
-	s.endLocked(theEngine, endSlow, errWriteTimeout)
+	s.endLocked(endSlow, errWriteTimeout)
 }
 
 func (s *hijackedStream) end(why endReason, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.endLocked(theEngine, why, err)
+	s.endLocked(why, err)
 }
 
 // endLocked closes the connection and frees everything the stream holds.
-func (s *hijackedStream) endLocked(e *engine, why endReason, err error) {
+func (s *hijackedStream) endLocked(why endReason, err error) {
 	if s.ended {
 		return
 	}
 	s.ended = true
-	if s.deadline != nil {
-		s.deadline.Stop()
+	if s.stall != nil && s.stall.deadline != nil {
+		s.stall.deadline.Stop()
 	}
+	e := theEngine
 	_ = e.poller.Delete(s.fd) // before Close: the number is reused at once
 	e.forget(s.key)
 	if why == endSlow {
@@ -503,7 +524,7 @@ func (s *hijackedStream) endLocked(e *engine, why endReason, err error) {
 	}
 	s.conn.Close()
 	s.sub.Close()
-	s.pending, s.frames = nil, nil
+	s.pending, s.stall = nil, nil
 	s.h.releaseStream()
 
 	log := s.h.logger()
@@ -511,11 +532,19 @@ func (s *hijackedStream) endLocked(e *engine, why endReason, err error) {
 	switch why {
 	case endSlow:
 		log.LogAttrs(ctx, slog.LevelWarn, "slow stream dropped",
-			slog.String("remote", s.remote), slog.Any("topics", s.topics), slog.String("error", err.Error()))
+			slog.String("remote", s.remote), slog.Any("topics", selectorNames(s.sub.Selectors())), slog.String("error", err.Error()))
 	case endFailed:
 		log.LogAttrs(ctx, slog.LevelInfo, "stream write failed",
 			slog.String("remote", s.remote), slog.String("error", err.Error()))
 	}
 	log.LogAttrs(ctx, slog.LevelDebug, "stream closed",
-		slog.String("remote", s.remote), slog.Duration("duration", time.Since(s.opened)))
+		slog.String("remote", s.remote), slog.Duration("duration", time.Since(time.Unix(0, s.opened))))
+}
+
+func selectorNames(sels []herald.Selector) []string {
+	names := make([]string, len(sels))
+	for i, sel := range sels {
+		names[i] = sel.String()
+	}
+	return names
 }
