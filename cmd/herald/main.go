@@ -21,6 +21,7 @@ type command struct {
 
 var commands = []command{
 	{"serve", "run the hub (in memory by default)", runServe},
+	{"bench", "load-test any Server-Sent Events endpoint", runBench},
 }
 
 func main() {
