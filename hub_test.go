@@ -423,3 +423,23 @@ func TestReadyAfterQueueIsSignalled(t *testing.T) {
 		t.Fatal("Ready not signalled for an event queued before the first call")
 	}
 }
+
+// After a burst, a drained subscriber keeps at most a small queue array:
+// idle streams outnumber busy ones, so high-water marks must not stay.
+func TestDrainDropsLargeQueueArray(t *testing.T) {
+	h := newTestHub(t, 1<<20)
+	s := subscribe(t, h, "a")
+	for range 30 {
+		if _, err := h.Publish(Event{Topics: []string{"a"}, Data: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(s.Drain(nil)); got != 30 {
+		t.Fatalf("drained %d, want 30", got)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := cap(s.queue); c > 4 {
+		t.Fatalf("drained queue keeps an array of %d slots, want at most 4 (96 B)", c)
+	}
+}

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/herald-sse/herald"
@@ -99,7 +98,7 @@ func sharedEngine() *engine {
 // poll reacts to socket events: a hang-up (or stray input) is confirmed
 // by reading, and room to write resumes a stream that was waiting for it.
 func (e *engine) poll() {
-	discard := make([]byte, 4096)
+	discard := make([]byte, 512) // only to see whether anything came
 	for {
 		err := e.poller.Wait(func(key uint64, ev netpoll.Events) {
 			e.mu.Lock()
@@ -109,19 +108,7 @@ func (e *engine) poll() {
 				return // closed since the event was reported
 			}
 			if ev&(netpoll.Readable|netpoll.Hangup) != 0 {
-				// A stream request has no body and clients send nothing
-				// more; whatever arrives is dropped unread. Reading is how
-				// a reset or an orderly close shows.
-				for {
-					_, err := netpoll.ReadNow(s.raw, discard)
-					if err == netpoll.ErrWouldBlock {
-						break
-					}
-					if err != nil {
-						s.end(endGone, err)
-						return
-					}
-				}
+				s.readClosed(discard)
 			}
 			if ev&netpoll.Writable != 0 && s.waitingForRoom.Load() {
 				s.writer.schedule(s)
@@ -133,6 +120,27 @@ func (e *engine) poll() {
 			slog.Error("herald: stream engine poller failed", "error", err)
 			return
 		}
+	}
+}
+
+// readClosed reads from a stream's socket to learn why the poller
+// reported it. A stream client has nothing to send after its request (a
+// pipelined request behind an endless response could never be answered),
+// so input ends the stream as surely as a close or reset does. Reading
+// just one buffer means a client that floods its socket costs the shared
+// poller one read, not as many as it can send.
+func (s *hijackedStream) readClosed(buf []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	switch n, err := netpoll.Read(s.fd, buf); {
+	case err == netpoll.ErrWouldBlock:
+	case err != nil:
+		s.endLocked(endGone, err)
+	case n > 0:
+		s.endLocked(endUnexpectedInput, errUnexpectedInput)
 	}
 }
 
@@ -213,13 +221,17 @@ func (w *streamWriter) run() {
 type endReason int
 
 const (
-	endGone     endReason = iota // the client closed or reset the connection
-	endFailed                    // a write failed
-	endSlow                      // queue overflow or write deadline: cut hard
-	endShutdown                  // the hub closed: queued events sent, response ended
+	endGone            endReason = iota // the client closed or reset the connection
+	endFailed                           // a write failed
+	endSlow                             // queue overflow or write deadline: cut hard
+	endShutdown                         // the hub closed: queued events sent, response ended
+	endUnexpectedInput                  // the client sent bytes after its request
 )
 
-var errWriteTimeout = errors.New("write deadline exceeded: client is not reading")
+var (
+	errWriteTimeout    = errors.New("write deadline exceeded: client is not reading")
+	errUnexpectedInput = errors.New("client sent data after its stream request")
+)
 
 // hijackedStream is one stream served by the engine. Idle streams
 // outnumber busy ones by far, so what only a stalled stream needs lives in
@@ -231,15 +243,14 @@ type hijackedStream struct {
 	opened int64 // unix nanoseconds
 
 	scheduled      bool        // guarded by writer.mu
+	registered     atomic.Bool // set up and owned by the engine; before that, flushes are skipped
 	waitingForRoom atomic.Bool // set while a write may come up short; the poller resumes it
 
 	mu      sync.Mutex // serialises flush and end
 	ending  bool       // response terminator queued; close once written
 	ended   bool
 	sub     *herald.Subscriber
-	conn    net.Conn
-	raw     syscall.RawConn
-	fd      int
+	fd      int // detached from Go's poller: closed by endLocked, used only under mu
 	key     uint64
 	pending []byte // written next: response head, terminator, or a chunk the socket did not take
 	stall   *stall
@@ -266,7 +277,7 @@ type frameCursor struct {
 // itself.
 func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engine, selectors []herald.Selector, raw []string) bool {
 	s := &hijackedStream{h: h, remote: r.RemoteAddr, opened: time.Now().UnixNano()}
-	s.writer = e.writers[int(e.nextWriter.Add(1))%len(e.writers)]
+	s.writer = e.writers[e.nextWriter.Add(1)%uint32(len(e.writers))]
 	// Held until the stream is registered: the hub may wake it (and a
 	// writer flush it) as soon as it subscribes.
 	s.mu.Lock()
@@ -287,27 +298,24 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	}
 	s.sub = sub
 
-	conn, _, err := http.NewResponseController(w).Hijack()
+	conn, _, err := w.(http.Hijacker).Hijack()
 	if err != nil {
 		giveUp()
 		return false
 	}
-	rawConn, ok := netpoll.RawConn(conn)
-	var fd int
-	if ok {
-		fd, err = netpoll.FD(rawConn)
-	}
-	if !ok || err != nil {
-		// ConnContext promised a plain socket; without one nothing can
-		// be served any more.
+	fd, err := netpoll.Detach(conn)
+	if err != nil {
+		// engineFor checked for a plain socket; nothing can be served
+		// any more.
 		giveUp()
 		conn.Close()
 		h.releaseStream()
-		h.logger().Error("hijacked stream connection is not a socket", "remote", s.remote)
+		h.logger().Error("hijacked stream connection could not be detached", "remote", s.remote, "error", err)
 		return true
 	}
-	s.conn, s.raw, s.fd = conn, rawConn, fd
+	s.fd = fd
 	s.key = e.add(s)
+	setStreamHeaders(w.Header())
 	s.pending = responseHead(w.Header())
 	h.logger().LogAttrs(r.Context(), slog.LevelDebug, "stream opened",
 		slog.String("remote", s.remote), slog.Any("topics", raw))
@@ -315,7 +323,8 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 		s.endLocked(endFailed, err)
 		return true
 	}
-	s.writer.schedule(s)
+	s.registered.Store(true)
+	s.writer.schedule(s) // covers wakes that came before registration
 	return true
 }
 
@@ -341,6 +350,12 @@ func responseHead(hdr http.Header) []byte {
 // queued events in chunks of up to maxChunkPayload, until everything is
 // written or the socket is full. It never waits.
 func (s *hijackedStream) flush(w *streamWriter) {
+	if !s.registered.Load() {
+		// Still being set up, under mu: waiting would hold this writer
+		// (and its other streams) behind a connection handshake. Setup
+		// schedules the stream once it is done.
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended || s.sub == nil {
@@ -361,7 +376,7 @@ func (s *hijackedStream) flush(w *streamWriter) {
 	}
 	for {
 		if len(s.pending) > 0 {
-			n, err := netpoll.WriteNow(s.raw, s.pending)
+			n, err := netpoll.Write(s.fd, s.pending)
 			if err != nil && err != netpoll.ErrWouldBlock {
 				s.endLocked(endFailed, err)
 				return
@@ -392,7 +407,7 @@ func (s *hijackedStream) flush(w *streamWriter) {
 			}
 		}
 		chunk := gather(w.buf, cur)
-		n, err := netpoll.WriteNow(s.raw, chunk)
+		n, err := netpoll.Write(s.fd, chunk)
 		if err != nil && err != netpoll.ErrWouldBlock {
 			clear(w.drained)
 			s.endLocked(endFailed, err)
@@ -415,7 +430,9 @@ func (s *hijackedStream) flush(w *streamWriter) {
 }
 
 // gather fills buf with one chunk made of the frames at cur and returns
-// it, advancing cur past what it took.
+// it, advancing cur past what it took. Callers never gather from an empty
+// cursor and hub frames are never empty, so no chunk has size 0, which
+// would end the response.
 func gather(buf []byte, cur *frameCursor) []byte {
 	payload := buf[chunkHeaderRoom:chunkHeaderRoom]
 	for len(cur.frames) > 0 && len(payload) < maxChunkPayload {
@@ -496,12 +513,6 @@ func (s *hijackedStream) checkDeadline(st *stall) {
 	s.endLocked(endSlow, errWriteTimeout)
 }
 
-func (s *hijackedStream) end(why endReason, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.endLocked(why, err)
-}
-
 // endLocked closes the connection and frees everything the stream holds.
 func (s *hijackedStream) endLocked(why endReason, err error) {
 	if s.ended {
@@ -514,15 +525,10 @@ func (s *hijackedStream) endLocked(why endReason, err error) {
 	e := theEngine
 	_ = e.poller.Delete(s.fd) // before Close: the number is reused at once
 	e.forget(s.key)
-	if why == endSlow {
-		// Discard unsent bytes and reset: a client that stopped reading
-		// would never see a FIN queued behind them, and the kernel would
-		// keep the buffers until it gave up.
-		if tc, ok := s.conn.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0)
-		}
-	}
-	s.conn.Close()
+	// A slow client is reset: one that stopped reading would never see a
+	// FIN queued behind unsent bytes, and the kernel would keep the
+	// buffers until it gave up.
+	_ = netpoll.CloseFD(s.fd, why == endSlow)
 	s.sub.Close()
 	s.pending, s.stall = nil, nil
 	s.h.releaseStream()
@@ -535,6 +541,9 @@ func (s *hijackedStream) endLocked(why endReason, err error) {
 			slog.String("remote", s.remote), slog.Any("topics", selectorNames(s.sub.Selectors())), slog.String("error", err.Error()))
 	case endFailed:
 		log.LogAttrs(ctx, slog.LevelInfo, "stream write failed",
+			slog.String("remote", s.remote), slog.String("error", err.Error()))
+	case endUnexpectedInput:
+		log.LogAttrs(ctx, slog.LevelInfo, "stream ended",
 			slog.String("remote", s.remote), slog.String("error", err.Error()))
 	}
 	log.LogAttrs(ctx, slog.LevelDebug, "stream closed",

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,6 +150,9 @@ func (h *Handler) WaitStreams(ctx context.Context) error {
 		select {
 		case <-c:
 		case <-ctx.Done():
+			h.idleMu.Lock()
+			h.idleWaiters = slices.DeleteFunc(h.idleWaiters, func(w chan struct{}) bool { return w == c })
+			h.idleMu.Unlock()
 			return ctx.Err()
 		}
 	}

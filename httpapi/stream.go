@@ -43,25 +43,19 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("X-Accel-Buffering", "no")
-	if e := engineFor(r); e != nil && h.serveHijacked(w, r, e, selectors, raw) {
+	if e := engineFor(w, r); e != nil && h.serveHijacked(w, r, e, selectors, raw) {
 		return
 	}
 	defer h.releaseStream()
 
 	sub, err := h.Hub.Subscribe(selectors...)
 	if err != nil {
-		for _, k := range []string{"Content-Type", "Cache-Control", "X-Accel-Buffering"} {
-			hdr.Del(k)
-		}
 		w.Header().Set("Retry-After", "5")
 		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")
 		return
 	}
 	defer sub.Close()
+	setStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 
 	log := h.logger()
@@ -111,11 +105,16 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 }
 
 // engineFor returns the shared engine if r's stream can be served by it:
-// HTTP/1.1 over a plain socket that ConnContext recorded. TLS and HTTP/2
-// streams are multiplexed or encrypted by net/http, so they stay on the
-// ordinary path.
-func engineFor(r *http.Request) *engine {
+// HTTP/1.1 over a plain socket that ConnContext recorded, answered through
+// net/http's own ResponseWriter or a wrapper that offers Hijack itself. TLS
+// and HTTP/2 streams are encrypted or multiplexed by net/http, and a
+// wrapper that hides Hijack, or one that set Content-Encoding, may be
+// transforming the body: all of those stay on the ordinary path.
+func engineFor(w http.ResponseWriter, r *http.Request) *engine {
 	if r.TLS != nil || r.ProtoMajor != 1 || r.ProtoMinor != 1 {
+		return nil
+	}
+	if _, ok := w.(http.Hijacker); !ok || w.Header().Get("Content-Encoding") != "" {
 		return nil
 	}
 	c, _ := r.Context().Value(connContextKey{}).(net.Conn)
@@ -126,6 +125,13 @@ func engineFor(r *http.Request) *engine {
 		return nil
 	}
 	return sharedEngine()
+}
+
+// setStreamHeaders sets the headers of a stream response.
+func setStreamHeaders(hdr http.Header) {
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
 }
 
 // parseSelectors reads the topic selectors of a stream request, without

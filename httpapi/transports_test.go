@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -383,5 +384,84 @@ func TestEngineWritesQueuedEventsTogether(t *testing.T) {
 		if err != nil || m.Data != want {
 			t.Fatalf("event %d: %.20q, %v", i, m.Data, err)
 		}
+	}
+}
+
+// A stream client has nothing to send after its request; one that does
+// (or floods the socket) has its stream ended instead of keeping the
+// shared poller reading.
+func TestEngineEndsStreamOnClientInput(t *testing.T) {
+	th := startTransport(t, "engine", nil)
+	conn, br := rawStream(t, th.srv.Listener.Addr().String(), "t", nil)
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /events?topic=u HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream to end", func() bool { return th.handler.ActiveStreams() == 0 })
+	if st := th.hub.Stats(); st.Subscribers != 0 {
+		t.Fatalf("%d subscribers left", st.Subscribers)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, br); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("connection not closed: %v", err)
+	}
+}
+
+// hidingWriter wraps a ResponseWriter without offering Hijack, as many
+// middlewares do.
+type hidingWriter struct{ http.ResponseWriter }
+
+func (w hidingWriter) Flush() { w.ResponseWriter.(http.Flusher).Flush() }
+
+// The engine takes a stream only when it can hijack it safely: behind a
+// wrapper that hides Hijack, or after middleware set Content-Encoding,
+// the goroutine path serves it (and says nothing about closing).
+func TestEngineOnlyForUnwrappedWriters(t *testing.T) {
+	th := startTransport(t, "engine", nil)
+	inner := th.srv.Config.Handler
+	th.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Query().Get("via") {
+		case "hiding":
+			w = hidingWriter{w}
+		case "encoding":
+			w.Header().Set("Content-Encoding", "identity")
+		}
+		inner.ServeHTTP(w, r)
+	})
+	c := th.client(false, nil)
+	for via, wantEngine := range map[string]bool{"": true, "hiding": false, "encoding": false} {
+		resp, err := c.Get(th.srv.URL + "/events?topic=t&via=" + via)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Only the engine announces Connection: close.
+		if resp.StatusCode != http.StatusOK || resp.Close != wantEngine {
+			t.Errorf("via %q: status %d, served by the engine %v, want %v", via, resp.StatusCode, resp.Close, wantEngine)
+		}
+		resp.Body.Close()
+	}
+}
+
+// A stream refused because the hub is closed gets a plain JSON error,
+// without the stream's headers.
+func TestRefusedStreamHasNoStreamHeaders(t *testing.T) {
+	for _, mode := range transports {
+		t.Run(mode, func(t *testing.T) {
+			th := startTransport(t, mode, nil)
+			th.hub.Close()
+			resp, err := th.client(false, nil).Get(th.srv.URL + "/events?topic=t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("status %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+			}
+			for _, k := range []string{"Cache-Control", "X-Accel-Buffering"} {
+				if v := resp.Header.Get(k); v != "" {
+					t.Errorf("%s: %q on an error answer", k, v)
+				}
+			}
+		})
 	}
 }

@@ -3,7 +3,9 @@
 package netpoll
 
 import (
+	"errors"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -138,6 +140,49 @@ func getKey(ev *syscall.EpollEvent) uint64 {
 	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 }
 
+// Detach takes c's socket away from Go's runtime poller and returns it as
+// a descriptor of the caller's own, non-blocking, to be closed with
+// CloseFD. c is closed; the connection stays open through the returned
+// descriptor. Go's netFD, its addresses and its runtime poll descriptor
+// (about 300 B) are freed, and the socket's events wake only the Poller
+// it is added to instead of Go's as well.
+func Detach(c net.Conn) (int, error) {
+	rc, ok := RawConn(c)
+	if !ok {
+		return -1, errors.New("netpoll: not a plain socket connection")
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) {
+		// F_DUPFD_CLOEXEC: the copy must not leak into child processes.
+		r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, s, syscall.F_DUPFD_CLOEXEC, 0)
+		if errno != 0 {
+			derr = os.NewSyscallError("fcntl", errno)
+			return
+		}
+		fd = int(r)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, derr
+	}
+	// Closing Go's descriptor does not shut the connection down: the
+	// duplicate still refers to the socket. O_NONBLOCK belongs to the
+	// shared open file, so the duplicate stays non-blocking.
+	c.Close()
+	return fd, nil
+}
+
+// CloseFD closes a descriptor from Detach. With reset, unsent data is
+// discarded and the peer gets an RST instead of a FIN queued behind it.
+func CloseFD(fd int, reset bool) error {
+	if reset {
+		_ = syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
+	}
+	return os.NewSyscallError("close", syscall.Close(fd))
+}
+
 // FD returns the descriptor of rc, for Add and Delete.
 func FD(rc syscall.RawConn) (int, error) {
 	fd := -1
@@ -145,17 +190,15 @@ func FD(rc syscall.RawConn) (int, error) {
 	return fd, err
 }
 
-// ReadNow reads what has arrived on rc without waiting. It returns
-// ErrWouldBlock when nothing has, and io.EOF when the peer closed.
-func ReadNow(rc syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var err error
-	if cerr := rc.Read(func(fd uintptr) bool {
-		n, err = ignoringEINTR(func() (int, error) { return syscall.Read(int(fd), b) })
-		return true // never park: the Poller says when to come back
-	}); cerr != nil {
-		return 0, cerr
-	}
+// Read reads what has arrived on fd without waiting. It returns
+// ErrWouldBlock when nothing has, and io.EOF when the peer closed. The
+// caller must keep fd open until Read returns (hold whatever lock guards
+// closing it): a number closed under it may already be another socket.
+// Going to the descriptor directly, rather than through
+// syscall.RawConn's callback, saves the callback's allocations on a path
+// taken once per write.
+func Read(fd int, b []byte) (int, error) {
+	n, err := ignoringEINTR(func() (int, error) { return syscall.Read(fd, b) })
 	switch {
 	case err == syscall.EAGAIN:
 		return 0, ErrWouldBlock
@@ -167,18 +210,12 @@ func ReadNow(rc syscall.RawConn, b []byte) (int, error) {
 	return n, nil
 }
 
-// WriteNow writes as much of b as the socket takes now. It returns
-// ErrWouldBlock when it takes nothing; a short count means the send buffer
-// filled, and the Poller reports Writable when it has room again.
-func WriteNow(rc syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var err error
-	if cerr := rc.Write(func(fd uintptr) bool {
-		n, err = ignoringEINTR(func() (int, error) { return syscall.Write(int(fd), b) })
-		return true
-	}); cerr != nil {
-		return 0, cerr
-	}
+// Write writes as much of b as fd takes now. It returns ErrWouldBlock when
+// it takes nothing; a short count means the send buffer filled, and the
+// Poller reports Writable when it has room again. The same rule about
+// keeping fd open applies as for Read.
+func Write(fd int, b []byte) (int, error) {
+	n, err := ignoringEINTR(func() (int, error) { return syscall.Write(fd, b) })
 	switch {
 	case err == syscall.EAGAIN:
 		return 0, ErrWouldBlock

@@ -2,7 +2,16 @@
 
 package netpoll
 
-import "syscall"
+import (
+	"net"
+	"syscall"
+)
+
+// Detach returns ErrUnsupported on this platform.
+func Detach(c net.Conn) (int, error) { return -1, ErrUnsupported }
+
+// CloseFD returns ErrUnsupported on this platform.
+func CloseFD(fd int, reset bool) error { return ErrUnsupported }
 
 // Supported reports whether this platform has a Poller.
 const Supported = false
@@ -28,8 +37,8 @@ func (p *Poller) Close() error { return nil }
 // FD returns ErrUnsupported on this platform.
 func FD(rc syscall.RawConn) (int, error) { return -1, ErrUnsupported }
 
-// ReadNow returns ErrUnsupported on this platform.
-func ReadNow(rc syscall.RawConn, b []byte) (int, error) { return 0, ErrUnsupported }
+// Read returns ErrUnsupported on this platform.
+func Read(fd int, b []byte) (int, error) { return 0, ErrUnsupported }
 
-// WriteNow returns ErrUnsupported on this platform.
-func WriteNow(rc syscall.RawConn, b []byte) (int, error) { return 0, ErrUnsupported }
+// Write returns ErrUnsupported on this platform.
+func Write(fd int, b []byte) (int, error) { return 0, ErrUnsupported }

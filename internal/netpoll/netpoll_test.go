@@ -78,14 +78,14 @@ func TestPollerReportsDataWritableAndHangup(t *testing.T) {
 	waitEvent(t, p, key, Writable) // a fresh socket has room
 
 	buf := make([]byte, 16)
-	if _, err := ReadNow(rc, buf); err != ErrWouldBlock {
+	if _, err := Read(fd, buf); err != ErrWouldBlock {
 		t.Fatalf("ReadNow on an empty socket: %v, want ErrWouldBlock", err)
 	}
 	if _, err := client.Write([]byte("hi")); err != nil {
 		t.Fatal(err)
 	}
 	waitEvent(t, p, key, Readable)
-	if n, err := ReadNow(rc, buf); err != nil || string(buf[:n]) != "hi" {
+	if n, err := Read(fd, buf); err != nil || string(buf[:n]) != "hi" {
 		t.Fatalf("ReadNow = %q, %v", buf[:n], err)
 	}
 
@@ -93,7 +93,7 @@ func TestPollerReportsDataWritableAndHangup(t *testing.T) {
 	big := make([]byte, 1<<20)
 	var total int
 	for {
-		n, err := WriteNow(rc, big)
+		n, err := Write(fd, big)
 		total += n
 		if err == ErrWouldBlock {
 			break
@@ -113,7 +113,7 @@ func TestPollerReportsDataWritableAndHangup(t *testing.T) {
 	client.Close()
 	waitEvent(t, p, key, Hangup)
 	for {
-		_, err := ReadNow(rc, buf)
+		_, err := Read(fd, buf)
 		if err == ErrWouldBlock {
 			continue
 		}
