@@ -277,7 +277,11 @@ func startHub(t *testing.T) string {
 	}
 
 	hub := &herald.Hub{}
-	srv := httptest.NewServer(&httpapi.Handler{Hub: hub, Page: web.Handler()})
+	srv := httptest.NewUnstartedServer(&httpapi.Handler{Hub: hub, Page: web.Handler()})
+	// As herald serve does: plain HTTP/1.1 streams go through the engine
+	// (hijacked connections), the path most browsers get.
+	srv.Config.ConnContext = httpapi.ConnContext
+	srv.Start()
 	t.Cleanup(func() {
 		// Close the hub first: it ends the streams, which Server.Close
 		// would otherwise wait for.
