@@ -1,7 +1,10 @@
 package httpapi_test
 
 import (
+	"context"
 	"log"
+	"net/http"
+	"time"
 
 	"github.com/herald-sse/herald"
 	"github.com/herald-sse/herald/httpapi"
@@ -21,4 +24,31 @@ func ExampleHandler() {
 	go hub.Publish(herald.Event{Topics: []string{"news"}, Data: "hello"})
 
 	log.Fatal(srv.ListenAndServe())
+}
+
+// Mounting the API in an application's own server and mux. ConnContext
+// lets plain HTTP/1.1 streams use the shared engine (no goroutine per idle
+// stream); a graceful stop closes the hub and waits for the streams the
+// engine took over, which http.Server.Shutdown does not track.
+func ExampleConnContext() {
+	hub := &herald.Hub{}
+	api := &httpapi.Handler{Hub: hub}
+
+	mux := http.NewServeMux()
+	mux.Handle("/events", api)
+	mux.Handle("/publish", api)
+	srv := &http.Server{
+		Addr:              ":8080",
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext:       httpapi.ConnContext,
+	}
+	go srv.ListenAndServe()
+
+	// Later, on SIGTERM:
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx) // stops accepting; waits for requests it still tracks
+	hub.Close()       // every stream sends what is queued and ends
+	api.WaitStreams(ctx)
 }
