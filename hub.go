@@ -1,11 +1,10 @@
 package herald
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,9 +48,13 @@ type Hub struct {
 	// sent nothing since the previous beat, so a stream is never silent for
 	// more than twice this. Zero means DefaultHeartbeat; negative disables.
 	Heartbeat time.Duration
+	// History keeps published events for subscribers that resume. Nil
+	// means a MemoryHistory with the default retention. The hub does not
+	// close it.
+	History History
 
 	initOnce sync.Once
-	idPrefix string // makes generated IDs unique across hub instances
+	idPrefix string // the history's epoch and "-": generated IDs are idPrefix + position
 
 	// mu serialises publishing so every subscriber sees events in one
 	// global order, and guards the subscription index.
@@ -71,9 +74,10 @@ type Hub struct {
 
 func (h *Hub) init() {
 	h.initOnce.Do(func() {
-		var b [6]byte
-		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-		h.idPrefix = base64.RawURLEncoding.EncodeToString(b[:]) + "-"
+		if h.History == nil {
+			h.History = NewMemoryHistory(Retention{})
+		}
+		h.idPrefix = h.History.Epoch() + "-"
 		h.subs = make(map[*Subscriber]struct{})
 		h.byTopic = make(map[string]map[*Subscriber]struct{})
 		h.scanned = make(map[*Subscriber]struct{})
@@ -95,26 +99,68 @@ func (h *Hub) heartbeat() time.Duration {
 }
 
 // Subscribe registers a subscriber for the events matching any of
-// selectors. The caller must drain it (see [Subscriber.Ready]) and call
-// [Subscriber.Close] when done.
+// selectors, from now on. The caller must drain it (see
+// [Subscriber.Ready]) and call [Subscriber.Close] when done.
 func (h *Hub) Subscribe(selectors ...Selector) (*Subscriber, error) {
-	return h.subscribe(nil, selectors)
+	return h.SubscribeWith(SubscribeOptions{Selectors: selectors})
 }
 
 // SubscribeFunc is Subscribe for drainers that are not goroutines, such
-// as a poller serving thousands of connections: instead of signalling
-// Ready and Done, the hub calls wake when the queue turns non-empty and
-// when the subscriber is removed ([Subscriber.Removed] tells). wake runs
-// while the hub holds its locks, possibly before SubscribeFunc returns: it
-// must return at once and must not call the hub or the Subscriber.
+// as a poller serving thousands of connections: see [SubscribeOptions].Wake.
 func (h *Hub) SubscribeFunc(wake func(), selectors ...Selector) (*Subscriber, error) {
 	if wake == nil {
 		return nil, errors.New("herald: SubscribeFunc with a nil wake function")
 	}
-	return h.subscribe(wake, selectors)
+	return h.SubscribeWith(SubscribeOptions{Selectors: selectors, Wake: wake})
 }
 
-func (h *Hub) subscribe(wake func(), selectors []Selector) (*Subscriber, error) {
+// SubscribeOptions says what a subscriber receives, from where, and how it
+// learns of new events.
+type SubscribeOptions struct {
+	// Selectors choose the events; at least one.
+	Selectors []Selector
+	// LastEventID resumes after that event: the subscriber first replays
+	// what it missed (see [Subscriber.Replay]), then gets live events,
+	// with no gap and no duplicate. Empty means live events only;
+	// [Earliest] replays everything retained. An ID the hub cannot resume
+	// from (unknown, expired, or from another history) starts live, and
+	// [Subscriber.Reset] says why.
+	LastEventID string
+	// Wake, if set, replaces the Ready and Done channels: the hub calls it
+	// when the queue turns non-empty and when the subscriber is removed
+	// ([Subscriber.Removed] tells). It runs while the hub holds its locks,
+	// possibly before SubscribeWith returns: it must return at once and
+	// must not call the hub or the Subscriber.
+	Wake func()
+}
+
+// Earliest as a Last-Event-ID replays all retained history.
+const Earliest = "earliest"
+
+// Reasons a subscriber could not resume where it asked, in [Reset].
+const (
+	ResetUnknown = "unknown" // the ID was never issued by this history, or is malformed
+	ResetExpired = "expired" // events after it were removed by retention
+	ResetForeign = "foreign" // the ID comes from another history (wiped, replaced)
+)
+
+// Reset tells a subscriber that it could not resume where it asked and
+// starts with live events: what it missed is gone, and the application
+// should reload its state.
+type Reset struct {
+	Reason      string // ResetUnknown, ResetExpired or ResetForeign
+	LastEventID string // the ID the subscriber asked to resume after
+	// ResumeID is the ID of the newest event published before the
+	// subscription (empty if none): resuming after it later is gapless.
+	ResumeID string
+}
+
+// SubscribeWith registers a subscriber as opts describe.
+func (h *Hub) SubscribeWith(opts SubscribeOptions) (*Subscriber, error) {
+	return h.subscribe(opts.Wake, opts.Selectors, opts.LastEventID)
+}
+
+func (h *Hub) subscribe(wake func(), selectors []Selector, lastEventID string) (*Subscriber, error) {
 	if len(selectors) == 0 {
 		return nil, ErrNoSelector
 	}
@@ -143,6 +189,20 @@ func (h *Hub) subscribe(wake func(), selectors []Selector) (*Subscriber, error) 
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, ErrHubClosed
+	}
+	if lastEventID != "" {
+		// Under the publish lock: every event up to the head is in the
+		// history, every later one will be queued live.
+		head := h.History.Head()
+		after, reason := h.resumePoint(lastEventID, head, selectors)
+		if reason != "" {
+			s.reset = &Reset{Reason: reason, LastEventID: lastEventID}
+			if head > 0 {
+				s.reset.ResumeID = h.idPrefix + strconv.FormatUint(head, 36)
+			}
+		} else {
+			s.replayAfter, s.replayUpTo = after, head
+		}
 	}
 	h.subs[s] = struct{}{}
 	for _, t := range s.topics {
@@ -180,29 +240,100 @@ func (h *Hub) Publish(events ...Event) ([]string, error) {
 	}
 	h.init()
 	ids := make([]string, len(events))
+	recs := make([]Record, len(events))
+	now := time.Now()
+	for i, e := range events {
+		recs[i] = Record{ID: e.ID, Topics: e.Topics, Type: e.Type, Data: e.Data, Retry: e.Retry, Time: now}
+	}
 
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.closed {
+		h.mu.Unlock()
 		return nil, ErrHubClosed
 	}
-	for i := range events {
-		e := &events[i]
-		id := e.ID
-		if id == "" {
-			h.idSeq++
-			id = h.idPrefix + strconv.FormatUint(h.idSeq, 36)
-		}
-		ids[i] = id
-		frame, err := sse.AppendEvent(nil, &sse.Event{ID: id, Type: e.Type, Data: e.Data, Retry: e.Retry})
-		if err != nil {
-			// Validate accepted what the encoder refuses: a bug, not bad input.
-			panic(fmt.Sprintf("herald: validated event failed to encode: %v", err))
-		}
-		h.fanOutLocked(e.Topics, frame)
+	durable, err := h.History.Append(recs)
+	if err != nil {
+		h.mu.Unlock()
+		return nil, fmt.Errorf("herald: history: %w", err)
+	}
+	var frames []byte
+	for i := range recs {
+		start := len(frames)
+		frames, ids[i] = h.appendFrame(frames, &recs[i])
+		// A frame is shared by every queue it reaches; the full slice
+		// expression keeps the next append from writing into it.
+		h.fanOutLocked(recs[i].Topics, frames[start:len(frames):len(frames)])
 	}
 	h.published.Add(uint64(len(events)))
+	h.mu.Unlock()
+	if durable != nil {
+		if err := durable(); err != nil {
+			return nil, fmt.Errorf("herald: history: %w", err)
+		}
+	}
 	return ids, nil
+}
+
+// appendFrame encodes r as it goes on the wire and returns its ID: the
+// publisher's own, or one made of the history's epoch and r's position.
+func (h *Hub) appendFrame(dst []byte, r *Record) ([]byte, string) {
+	id := r.ID
+	if id == "" {
+		id = h.idPrefix + strconv.FormatUint(r.Position, 36)
+	}
+	out, err := sse.AppendEvent(dst, &sse.Event{ID: id, Type: r.Type, Data: r.Data, Retry: r.Retry})
+	if err != nil {
+		// Validate accepted what the encoder refuses: a bug, not bad input.
+		panic(fmt.Sprintf("herald: validated event failed to encode: %v", err))
+	}
+	return out, id
+}
+
+// looksLikeEpoch reports whether s could be a history's epoch (see
+// [History].Epoch), so that an ID made of it is another history's rather
+// than one nobody issued.
+func looksLikeEpoch(s string) bool {
+	if len(s) < 8 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// resumePoint finds where a subscriber resuming after lastEventID starts,
+// or why it cannot.
+func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector) (uint64, string) {
+	if lastEventID == Earliest {
+		return 0, ""
+	}
+	pos, ok := h.History.Lookup(lastEventID)
+	if !ok {
+		i := strings.LastIndexByte(lastEventID, '-')
+		if i < 0 {
+			return 0, ResetUnknown
+		}
+		p, err := strconv.ParseUint(lastEventID[i+1:], 36, 64)
+		switch {
+		case err != nil:
+			return 0, ResetUnknown
+		case lastEventID[:i+1] != h.idPrefix:
+			if looksLikeEpoch(lastEventID[:i]) {
+				return 0, ResetForeign
+			}
+			return 0, ResetUnknown
+		case p > head:
+			return 0, ResetUnknown // not issued yet: from a store that lost its tail
+		}
+		pos = p
+	}
+	if h.History.Lost(pos, selectors) {
+		return 0, ResetExpired
+	}
+	return pos, ""
 }
 
 // fanOutLocked queues frame to each subscriber matching one of topics,

@@ -21,6 +21,11 @@ type Subscriber struct {
 
 	lastPublish uint64 // guarded by hub.mu
 
+	// Set at subscription, then read-only: what to replay before the
+	// queue, or why there is nothing to replay.
+	replayAfter, replayUpTo uint64
+	reset                   *Reset
+
 	mu       sync.Mutex
 	queue    [][]byte // frames shared with every other subscriber: never modified
 	queued   int      // bytes in queue
@@ -87,6 +92,42 @@ func (s *Subscriber) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
+}
+
+// Reset returns why the subscriber could not resume after the
+// LastEventID it asked for, or nil if it resumed (or did not ask).
+func (s *Subscriber) Reset() *Reset { return s.reset }
+
+// Replay writes, through fn, the encoded events the subscriber missed:
+// those after its LastEventID up to the last one published before it
+// subscribed, in order, a batch at a time. Call it once, before draining
+// the queue, which holds only later events: together they are gapless and
+// without duplicates. fn must not keep the frames. It returns
+// [ErrHistoryLost] if retention removed events it still had to send; the
+// stream should then end so the client resumes again.
+func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
+	if s.replayUpTo <= s.replayAfter {
+		return nil
+	}
+	h := s.hub
+	var buf []byte
+	var frames [][]byte
+	return h.History.Replay(s.replayAfter, s.replayUpTo, s.selectors, func(recs []Record) error {
+		buf, frames = buf[:0], frames[:0]
+		for i := range recs {
+			start := len(buf)
+			buf, _ = h.appendFrame(buf, &recs[i])
+			frames = append(frames, buf[start:])
+		}
+		// buf may have moved while growing: slice the frames again from
+		// its final array.
+		off := 0
+		for i, f := range frames {
+			frames[i] = buf[off : off+len(f)]
+			off += len(f)
+		}
+		return fn(frames)
+	})
 }
 
 // Drain moves every queued frame to the end of frames and returns the

@@ -252,7 +252,7 @@ type hijackedStream struct {
 	sub     *herald.Subscriber
 	fd      int // detached from Go's poller: closed by endLocked, used only under mu
 	key     uint64
-	pending []byte // written next: response head, terminator, or a chunk the socket did not take
+	pending []byte // written next: the terminator, or a chunk the socket did not take
 	stall   *stall
 }
 
@@ -275,11 +275,11 @@ type frameCursor struct {
 // having written nothing and kept the slot with the caller, if the
 // connection cannot be taken over; the caller then serves the stream
 // itself.
-func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engine, selectors []herald.Selector, raw []string) bool {
+func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engine, opts herald.SubscribeOptions, raw []string) bool {
 	s := &hijackedStream{h: h, remote: r.RemoteAddr, opened: time.Now().UnixNano()}
 	s.writer = e.writers[e.nextWriter.Add(1)%uint32(len(e.writers))]
-	// Held until the stream is registered: the hub may wake it (and a
-	// writer flush it) as soon as it subscribes.
+	// Held until the stream is registered: the hub may wake it as soon as
+	// it subscribes.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	giveUp := func() {
@@ -288,7 +288,8 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 			s.sub.Close()
 		}
 	}
-	sub, err := h.Hub.SubscribeFunc(func() { s.writer.schedule(s) }, selectors...)
+	opts.Wake = func() { s.writer.schedule(s) }
+	sub, err := h.Hub.SubscribeWith(opts)
 	if err != nil {
 		giveUp()
 		h.releaseStream()
@@ -303,6 +304,22 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 		giveUp()
 		return false
 	}
+	setStreamHeaders(w.Header())
+	h.logger().LogAttrs(r.Context(), slog.LevelDebug, "stream opened",
+		slog.String("remote", s.remote), slog.Any("topics", raw))
+	// The head and any replay are written here, by the request's own
+	// goroutine with ordinary blocking writes: a replay can be long, and
+	// the engine's writers must never wait on one client. Live events
+	// queue meanwhile; the engine takes over once the replay is out.
+	if err := h.writeHijackedStart(conn, w.Header(), sub); err != nil {
+		giveUp()
+		conn.Close()
+		h.releaseStream()
+		if errors.Is(err, herald.ErrHistoryLost) {
+			h.logger().LogAttrs(r.Context(), slog.LevelInfo, "replay overtaken by retention", slog.String("remote", s.remote))
+		}
+		return true
+	}
 	fd, err := netpoll.Detach(conn)
 	if err != nil {
 		// engineFor checked for a plain socket; nothing can be served
@@ -315,10 +332,6 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	}
 	s.fd = fd
 	s.key = e.add(s)
-	setStreamHeaders(w.Header())
-	s.pending = responseHead(w.Header())
-	h.logger().LogAttrs(r.Context(), slog.LevelDebug, "stream opened",
-		slog.String("remote", s.remote), slog.Any("topics", raw))
 	if err := e.poller.Add(fd, s.key); err != nil {
 		s.endLocked(endFailed, err)
 		return true
@@ -328,9 +341,44 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	return true
 }
 
-// responseHead is the status line, headers and opening comment of a
-// hijacked stream: what net/http would have sent, with chunked framing so
-// a clean end is distinguishable from a cut connection.
+// writeHijackedStart writes the response head, the opening frames and the
+// replay to a hijacked connection, in chunks, with a write deadline per
+// chunk as on the ordinary path.
+func (h *Handler) writeHijackedStart(conn net.Conn, hdr http.Header, sub *herald.Subscriber) error {
+	buf := make([]byte, chunkHeaderRoom+maxChunkPayload+len(chunkTrailer))
+	write := func(b []byte) error {
+		if t := h.writeTimeout(); t > 0 {
+			if err := conn.SetWriteDeadline(time.Now().Add(t)); err != nil {
+				return err
+			}
+		}
+		_, err := conn.Write(b)
+		return err
+	}
+	writeFrames := func(frames [][]byte) error {
+		cur := frameCursor{frames: frames}
+		for len(cur.frames) > 0 {
+			if err := write(gather(buf, &cur)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := write(responseHead(hdr)); err != nil {
+		return err
+	}
+	if err := writeFrames(h.opening(sub)); err != nil {
+		return err
+	}
+	if err := sub.Replay(writeFrames); err != nil {
+		return err
+	}
+	return conn.SetWriteDeadline(time.Time{})
+}
+
+// responseHead is the status line and headers of a hijacked stream: what
+// net/http would have sent, with chunked framing so a clean end is
+// distinguishable from a cut connection.
 func responseHead(hdr http.Header) []byte {
 	var b bytes.Buffer
 	b.WriteString("HTTP/1.1 200 OK\r\n")
@@ -339,10 +387,6 @@ func responseHead(hdr http.Header) []byte {
 	// The engine closes the connection when the stream ends, so it says
 	// so instead of letting a client queue a request behind the stream.
 	b.WriteString("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-	b.WriteString(strconv.FormatInt(int64(len(openingComment)), 16))
-	b.WriteString("\r\n")
-	b.Write(openingComment)
-	b.Write(chunkTrailer)
 	return b.Bytes()
 }
 

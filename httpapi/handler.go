@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/sse"
 )
 
 // Defaults used when the corresponding [Handler] field is zero.
@@ -30,6 +31,10 @@ const (
 	// costs an index entry in the hub, so a long query string must not
 	// buy megabytes per connection.
 	DefaultMaxSelectors = 256
+	// DefaultRetry matches browsers' own default, for clients without one.
+	DefaultRetry = 3 * time.Second
+	// DefaultResetEvent names the event that says a resume was impossible.
+	DefaultResetEvent = "herald.reset"
 )
 
 // Handler is the HTTP API of a hub:
@@ -59,6 +64,15 @@ type Handler struct {
 	// MaxSelectors caps the distinct topic selectors of one stream; more
 	// get 400. Zero means DefaultMaxSelectors.
 	MaxSelectors int
+	// Retry is the reconnection delay sent at the start of every stream,
+	// so every client waits the same after a disconnect. Zero means
+	// DefaultRetry; negative sends none (clients keep their own default).
+	Retry time.Duration
+	// ResetEvent is the event type of the event a stream starts with when
+	// the client asked to resume after an ID the hub cannot resume from
+	// (unknown, expired, foreign). Its data is JSON: {"reason": ...,
+	// "lastEventId": ..., "message": ...}. Empty means DefaultResetEvent.
+	ResetEvent string
 	// Page, if set, is served at "/" (the embedded web page, for example).
 	Page http.Handler
 	// Logger receives one record per rejected request and per dropped
@@ -170,6 +184,20 @@ func (h *Handler) writeTimeout() time.Duration {
 		return DefaultWriteTimeout
 	}
 	return h.WriteTimeout
+}
+
+func (h *Handler) retry() time.Duration {
+	if h.Retry == 0 {
+		return DefaultRetry
+	}
+	return h.Retry
+}
+
+func (h *Handler) resetEvent() string {
+	if h.ResetEvent != "" && sse.ValidateType(h.ResetEvent) == nil {
+		return h.ResetEvent
+	}
+	return DefaultResetEvent
 }
 
 func (h *Handler) bodyReadTimeout() time.Duration {

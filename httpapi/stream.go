@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,11 +14,67 @@ import (
 
 	"github.com/herald-sse/herald"
 	"github.com/herald-sse/herald/internal/netpoll"
+	"github.com/herald-sse/herald/sse"
 )
 
 // openingComment is written at once so that proxies and clients see the
 // response headers without waiting for the first event.
 var openingComment = []byte(":\n")
+
+// lastEventID is where the client asks to resume: the Last-Event-ID
+// header a reconnecting EventSource sends, else a query parameter, which
+// a first connection can set (EventSource cannot set headers). Both
+// spellings Mercure clients use are accepted.
+func lastEventID(r *http.Request) string {
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		return id
+	}
+	q := r.URL.Query()
+	for _, k := range []string{"lastEventId", "lastEventID", "last_event_id"} {
+		if id := q.Get(k); id != "" {
+			return id
+		}
+	}
+	return ""
+}
+
+// opening is what a stream starts with: a comment so that the headers
+// leave at once, the reconnection delay, and a reset event if the
+// subscriber could not resume where it asked.
+func (h *Handler) opening(sub *herald.Subscriber) [][]byte {
+	frames := [][]byte{openingComment}
+	if retry := h.retry(); retry > 0 {
+		frames = append(frames, sse.AppendRetry(nil, retry))
+	}
+	if rs := sub.Reset(); rs != nil {
+		data, _ := json.Marshal(resetBody{
+			Reason:      rs.Reason,
+			LastEventID: rs.LastEventID,
+			Message:     resetMessages[rs.Reason],
+		})
+		frame, err := sse.AppendEvent(nil, &sse.Event{
+			ID: rs.ResumeID, ClearID: rs.ResumeID == "",
+			Type: h.resetEvent(), Data: string(data),
+		})
+		if err == nil { // the event name was validated; ids are the hub's own
+			frames = append(frames, frame)
+		}
+	}
+	return frames
+}
+
+// resetBody is the data of the reset event.
+type resetBody struct {
+	Reason      string `json:"reason"`
+	LastEventID string `json:"lastEventId"`
+	Message     string `json:"message"`
+}
+
+var resetMessages = map[string]string{
+	herald.ResetUnknown: "this hub never issued the last event ID; events may have been missed: reload state",
+	herald.ResetExpired: "events after the last event ID are no longer retained: reload state",
+	herald.ResetForeign: "the last event ID comes from another history (the hub's store was replaced): reload state",
+}
 
 // maxWriteChunk is how much a client must take within one WriteTimeout:
 // the deadline is renewed after each chunk, so a client that reads slowly
@@ -43,12 +100,13 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if e := engineFor(w, r); e != nil && h.serveHijacked(w, r, e, selectors, raw) {
+	opts := herald.SubscribeOptions{Selectors: selectors, LastEventID: lastEventID(r)}
+	if e := engineFor(w, r); e != nil && h.serveHijacked(w, r, e, opts, raw) {
 		return
 	}
 	defer h.releaseStream()
 
-	sub, err := h.Hub.Subscribe(selectors...)
+	sub, err := h.Hub.SubscribeWith(opts)
 	if err != nil {
 		w.Header().Set("Retry-After", "5")
 		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")
@@ -70,7 +128,15 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 	// ResponseController reaches Flush and the write deadline through
 	// middleware wrappers that hide http.Flusher.
 	rc := http.NewResponseController(w)
-	if err := h.writeFrames(w, rc, openingComment); err != nil {
+	if err := h.writeFrames(w, rc, h.opening(sub)...); err != nil {
+		return
+	}
+	if err := sub.Replay(func(frames [][]byte) error { return h.writeFrames(w, rc, frames...) }); err != nil {
+		if errors.Is(err, herald.ErrHistoryLost) {
+			// End the response: the client resumes again and learns
+			// that it lost events.
+			log.LogAttrs(r.Context(), slog.LevelInfo, "replay overtaken by retention", slog.String("remote", r.RemoteAddr))
+		}
 		return
 	}
 	for {

@@ -123,6 +123,19 @@ func AppendEvent(dst []byte, e *Event) ([]byte, error) {
 	return append(dst, '\n'), nil
 }
 
+// AppendRetry appends a retry field telling the client to wait d before
+// reconnecting, in whole milliseconds (E7). Like a comment it needs no
+// blank line: the client applies it when it reads the line. A d under one
+// millisecond appends nothing.
+func AppendRetry(dst []byte, d time.Duration) []byte {
+	if d < time.Millisecond {
+		return dst
+	}
+	dst = append(dst, "retry: "...)
+	dst = strconv.AppendInt(dst, int64(d/time.Millisecond), 10)
+	return append(dst, '\n')
+}
+
 // AppendComment appends text as comment lines, which clients ignore. Its use
 // is as a heartbeat: proxies and load balancers close connections that stay
 // idle, and a comment every ~15 seconds keeps the stream busy without

@@ -300,3 +300,20 @@ func TestAppendZeroAllocs(t *testing.T) {
 		t.Errorf("AppendComment allocates %v times per call", n)
 	}
 }
+
+func TestAppendRetry(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		3 * time.Second:         "retry: 3000\n",
+		1500 * time.Microsecond: "retry: 1\n",
+		time.Microsecond:        "",
+	} {
+		if got := string(AppendRetry(nil, d)); got != want {
+			t.Errorf("AppendRetry(%v) = %q, want %q", d, got, want)
+		}
+	}
+	// A client applies it without an event.
+	dec := NewDecoder(strings.NewReader(string(AppendRetry(nil, 2*time.Second)) + "data: x\n\n"))
+	if _, err := dec.Next(); err != nil || dec.Retry() != 2*time.Second {
+		t.Fatalf("decoder retry = %v, %v", dec.Retry(), err)
+	}
+}

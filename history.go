@@ -1,0 +1,123 @@
+package herald
+
+import (
+	"errors"
+	"time"
+)
+
+// Record is a published event as a [History] keeps it.
+type Record struct {
+	// Position is assigned by the History: increasing, the first is 1.
+	Position uint64
+	// ID is the publisher's own event ID, or empty: the hub then derives
+	// one from the History's epoch and the position.
+	ID     string
+	Topics []string
+	Type   string
+	Data   string
+	Retry  time.Duration
+	// Time is when the hub published the event; age-based retention
+	// counts from it.
+	Time time.Time
+}
+
+// Size is what a record costs a history's byte budget: its payload and
+// names, plus a fixed allowance for the bookkeeping around them.
+func (r *Record) Size() int {
+	n := 64 + len(r.ID) + len(r.Type) + len(r.Data)
+	for _, t := range r.Topics {
+		n += 16 + len(t)
+	}
+	return n
+}
+
+// History keeps published events so that a subscriber that reconnects
+// gets exactly what it missed. The hub calls Append with its publish lock
+// held, so records arrive one call at a time in publish order, and the
+// History assigns their positions: a shared log (a Redis stream, a NATS
+// JetStream stream, an embedded database) can be the source of truth for
+// ordering.
+type History interface {
+	// Epoch names this store instance. It is part of every ID the hub
+	// generates, so an ID from another instance (a wiped or replaced
+	// store) is recognised as foreign instead of being mapped to the
+	// wrong position. It uses only characters [A-Za-z0-9_].
+	Epoch() string
+	// Append stores recs in order, setting each one's Position. If the
+	// returned wait is not nil, the hub calls it after releasing its lock
+	// and before acknowledging the publish: it blocks until the records
+	// are as durable as the store promises.
+	Append(recs []Record) (wait func() error, err error)
+	// Head returns the position of the last appended record, 0 if none.
+	Head() uint64
+	// Lookup returns the position of the newest retained record that
+	// carried the publisher-supplied id.
+	Lookup(id string) (uint64, bool)
+	// Lost reports whether retention removed a record after position
+	// after that one of selectors matches, so that a replay from there
+	// would have a gap.
+	Lost(after uint64, selectors []Selector) bool
+	// Replay calls fn, in order, for each retained record with
+	// after < Position <= upTo that one of selectors matches, a page at a
+	// time; fn must not keep the slice. It costs in proportion to the
+	// matching records, not to the history. If retention removes records
+	// of the range while it runs, it stops with ErrHistoryLost.
+	Replay(after, upTo uint64, selectors []Selector, fn func([]Record) error) error
+	// Close releases the store.
+	Close() error
+}
+
+// ErrHistoryLost means records a replay needed were removed by retention
+// while it ran; the subscriber must start over (reconnect).
+var ErrHistoryLost = errors.New("history: records removed during replay")
+
+// Retention bounds what a history keeps. A record goes when any limit is
+// exceeded, oldest first. Zero fields take the defaults; nothing is ever
+// unlimited.
+type Retention struct {
+	// MaxEvents is the most records kept. Zero means DefaultMaxEvents.
+	MaxEvents int
+	// MaxBytes bounds the payload bytes kept (data, ID, type, topics, and
+	// a small allowance per record). Zero means DefaultMaxBytes.
+	MaxBytes int64
+	// MaxAge is how long a record is kept. Zero means DefaultMaxAge.
+	MaxAge time.Duration
+	// PerTopic optionally caps, per topic, the records kept that carry
+	// it; a record leaves when any of its topics is over its cap.
+	PerTopic map[string]int
+}
+
+// Retention defaults: enough for clients offline for a while at a modest
+// rate, and bounded in memory.
+const (
+	DefaultMaxEvents = 100_000
+	DefaultMaxBytes  = 64 << 20
+	DefaultMaxAge    = 24 * time.Hour
+)
+
+// WithDefaults returns r with every zero limit replaced by its default.
+func (r Retention) WithDefaults() Retention {
+	if r.MaxEvents <= 0 {
+		r.MaxEvents = DefaultMaxEvents
+	}
+	if r.MaxBytes <= 0 {
+		r.MaxBytes = DefaultMaxBytes
+	}
+	if r.MaxAge <= 0 {
+		r.MaxAge = DefaultMaxAge
+	}
+	return r
+}
+
+// Matches reports whether one of selectors matches one of topics: whether
+// a subscriber with those selectors receives an event with those topics.
+func Matches(selectors []Selector, topics []string) bool {
+	for _, t := range topics {
+		for _, sel := range selectors {
+			if sel.Match(t) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,384 @@
+package herald
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// replayPage is how many records a replay hands over at a time: the lock
+// is released between pages so publishing never waits for a slow replay.
+const replayPage = 256
+
+// MemoryHistory is a [History] in memory, bounded by its retention. It is
+// the hub's default; everything is lost when the process ends.
+type MemoryHistory struct {
+	retention Retention
+	now       func() time.Time
+
+	mu        sync.Mutex
+	epoch     string
+	recs      []Record // ascending positions; removed records are dropped from the front or tombstoned (Topics nil)
+	start     int      // recs[:start] are removed
+	dead      int      // tombstones in recs[start:]
+	head      uint64
+	bytes     int64
+	live      int
+	byTopic   map[string]*topicIndex
+	ids       map[string]uint64
+	dropped   uint64            // highest position removed by the global limits
+	capped    map[string]uint64 // per capped topic: highest position removed by its cap
+	liveTopic map[string]int    // per capped topic: live records carrying it
+}
+
+// topicIndex lists the positions of one topic's records, ascending; some
+// may be removed records, skipped when read and compacted away.
+type topicIndex struct {
+	pos   []uint64
+	start int
+	dead  int
+}
+
+// NewMemoryHistory returns an empty history with the given retention
+// (zero fields take the defaults) and a fresh random epoch.
+func NewMemoryHistory(r Retention) *MemoryHistory {
+	var b [9]byte
+	_, _ = rand.Read(b[:])
+	// base64url without '-': the hub separates epoch and position with it.
+	epoch := strings.ReplaceAll(base64.RawURLEncoding.EncodeToString(b[:]), "-", "_")
+	return &MemoryHistory{
+		retention: r.WithDefaults(),
+		now:       time.Now,
+		epoch:     epoch,
+		byTopic:   make(map[string]*topicIndex),
+		ids:       make(map[string]uint64),
+		capped:    make(map[string]uint64),
+		liveTopic: make(map[string]int),
+	}
+}
+
+// Epoch implements [History].
+func (m *MemoryHistory) Epoch() string { return m.epoch }
+
+// Head implements [History].
+func (m *MemoryHistory) Head() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.head
+}
+
+// Close implements [History]; it releases the records.
+func (m *MemoryHistory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.recs, m.start, m.dead, m.live, m.bytes = nil, 0, 0, 0, 0
+	clear(m.byTopic)
+	clear(m.ids)
+	return nil
+}
+
+// Len returns the number of records retained.
+func (m *MemoryHistory) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expireLocked()
+	return m.live
+}
+
+// Append implements [History]. Records are in memory at once: there is
+// nothing to wait for.
+func (m *MemoryHistory) Append(recs []Record) (func() error, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range recs {
+		m.head++
+		r := recs[i]
+		r.Position = m.head
+		recs[i].Position = m.head
+		if r.Time.IsZero() {
+			r.Time = m.now()
+		}
+		m.recs = append(m.recs, r)
+		m.live++
+		m.bytes += int64(r.Size())
+		for _, t := range r.Topics {
+			ti := m.byTopic[t]
+			if ti == nil {
+				ti = &topicIndex{}
+				m.byTopic[t] = ti
+			}
+			ti.pos = append(ti.pos, r.Position)
+			if _, ok := m.retention.PerTopic[t]; ok {
+				m.liveTopic[t]++
+			}
+		}
+		if r.ID != "" {
+			m.ids[r.ID] = r.Position
+		}
+		for _, t := range r.Topics {
+			if limit, ok := m.retention.PerTopic[t]; ok {
+				for m.liveTopic[t] > limit {
+					m.removeOldestOfTopicLocked(t)
+				}
+			}
+		}
+	}
+	m.trimLocked()
+	return nil, nil
+}
+
+// trimLocked removes the oldest records while a global limit is exceeded.
+func (m *MemoryHistory) trimLocked() {
+	cutoff := m.now().Add(-m.retention.MaxAge)
+	for m.start < len(m.recs) {
+		r := &m.recs[m.start]
+		if r.Topics != nil && m.live <= m.retention.MaxEvents && m.bytes <= m.retention.MaxBytes && !r.Time.Before(cutoff) {
+			break
+		}
+		if r.Topics == nil {
+			m.dead--
+		} else {
+			m.dropped = r.Position
+			m.forgetLocked(r)
+		}
+		*r = Record{}
+		m.start++
+	}
+	m.compactLocked()
+}
+
+// expireLocked applies the age limit, which time alone can exceed.
+func (m *MemoryHistory) expireLocked() {
+	if m.start < len(m.recs) && m.recs[m.start].Time.Before(m.now().Add(-m.retention.MaxAge)) {
+		m.trimLocked()
+	}
+}
+
+// removeOldestOfTopicLocked tombstones the oldest live record carrying t,
+// which is over its per-topic cap.
+func (m *MemoryHistory) removeOldestOfTopicLocked(t string) {
+	ti := m.byTopic[t]
+	for ti != nil && ti.start < len(ti.pos) {
+		pos := ti.pos[ti.start]
+		i, ok := m.indexLocked(pos)
+		if !ok {
+			ti.start++ // removed earlier, counted dead until now
+			ti.dead--
+			continue
+		}
+		r := &m.recs[i]
+		m.capped[t] = max(m.capped[t], pos)
+		m.forgetLocked(r)
+		*r = Record{Position: pos} // tombstone: Topics nil
+		m.dead++
+		return
+	}
+}
+
+// forgetLocked takes a live record out of the counters and indexes; the
+// caller then removes or tombstones it.
+func (m *MemoryHistory) forgetLocked(r *Record) {
+	m.live--
+	m.bytes -= int64(r.Size())
+	if r.ID != "" && m.ids[r.ID] == r.Position {
+		delete(m.ids, r.ID)
+	}
+	for _, t := range r.Topics {
+		if _, ok := m.retention.PerTopic[t]; ok {
+			m.liveTopic[t]--
+		}
+		ti := m.byTopic[t]
+		if ti == nil {
+			continue
+		}
+		if ti.pos[ti.start] == r.Position {
+			ti.start++
+		} else {
+			ti.dead++ // listed further in; skipped when read
+		}
+		switch {
+		case ti.start+ti.dead >= len(ti.pos):
+			delete(m.byTopic, t) // nothing of it is retained
+		case (ti.start+ti.dead)*2 > len(ti.pos) && len(ti.pos) > 64:
+			m.compactTopicLocked(ti, r.Position)
+		}
+	}
+}
+
+// compactLocked drops removed records from the slice once they are half
+// of it, so memory follows what is retained.
+func (m *MemoryHistory) compactLocked() {
+	if m.start+m.dead <= len(m.recs)/2 || len(m.recs) < 64 {
+		return
+	}
+	kept := make([]Record, 0, m.live+m.live/4)
+	for _, r := range m.recs[m.start:] {
+		if r.Topics != nil {
+			kept = append(kept, r)
+		}
+	}
+	m.recs, m.start, m.dead = kept, 0, 0
+}
+
+// compactTopicLocked rebuilds ti without removed positions, nor
+// removing, the one being removed now.
+func (m *MemoryHistory) compactTopicLocked(ti *topicIndex, removing uint64) {
+	kept := make([]uint64, 0, len(ti.pos)-ti.start-ti.dead)
+	for _, p := range ti.pos[ti.start:] {
+		if _, ok := m.indexLocked(p); ok && p != removing {
+			kept = append(kept, p)
+		}
+	}
+	ti.pos, ti.start, ti.dead = kept, 0, 0
+}
+
+// indexLocked finds the live record at pos.
+func (m *MemoryHistory) indexLocked(pos uint64) (int, bool) {
+	recs := m.recs[m.start:]
+	i, ok := slices.BinarySearchFunc(recs, pos, func(r Record, p uint64) int {
+		switch {
+		case r.Position < p:
+			return -1
+		case r.Position > p:
+			return 1
+		}
+		return 0
+	})
+	if !ok || recs[i].Topics == nil {
+		return 0, false
+	}
+	return m.start + i, true
+}
+
+// Lookup implements [History].
+func (m *MemoryHistory) Lookup(id string) (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expireLocked()
+	pos, ok := m.ids[id]
+	return pos, ok
+}
+
+// Lost implements [History]. Records removed by the global limits count
+// as lost to everyone (the history does not remember their topics); those
+// removed by a per-topic cap only to selectors matching that topic.
+func (m *MemoryHistory) Lost(after uint64, selectors []Selector) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expireLocked()
+	return m.lostLocked(after, selectors)
+}
+
+func (m *MemoryHistory) lostLocked(after uint64, selectors []Selector) bool {
+	if m.dropped > after {
+		return true
+	}
+	for t, pos := range m.capped {
+		if pos > after && Matches(selectors, []string{t}) {
+			return true
+		}
+	}
+	return false
+}
+
+// Replay implements [History]. With only Topic selectors it walks those
+// topics' indexes; otherwise it scans the records in the range.
+func (m *MemoryHistory) Replay(after, upTo uint64, selectors []Selector, fn func([]Record) error) error {
+	var topics []string
+	for _, sel := range selectors {
+		t, ok := sel.(Topic)
+		if !ok {
+			topics = nil
+			break
+		}
+		topics = append(topics, string(t))
+	}
+	indexed := len(topics) == len(selectors)
+	page := make([]Record, 0, replayPage)
+	cursor := after
+	for {
+		m.mu.Lock()
+		m.expireLocked()
+		if m.lostLocked(cursor, selectors) {
+			m.mu.Unlock()
+			return ErrHistoryLost
+		}
+		if indexed {
+			page = m.pageByTopicLocked(page[:0], cursor, upTo, topics)
+		} else {
+			page = m.pageByScanLocked(page[:0], cursor, upTo, selectors)
+		}
+		m.mu.Unlock()
+		if len(page) == 0 {
+			return nil
+		}
+		if err := fn(page); err != nil {
+			return err
+		}
+		cursor = page[len(page)-1].Position
+		clear(page)
+	}
+}
+
+func (m *MemoryHistory) pageByScanLocked(page []Record, after, upTo uint64, selectors []Selector) []Record {
+	recs := m.recs[m.start:]
+	i, _ := slices.BinarySearchFunc(recs, after+1, func(r Record, p uint64) int {
+		switch {
+		case r.Position < p:
+			return -1
+		case r.Position > p:
+			return 1
+		}
+		return 0
+	})
+	for ; i < len(recs) && len(page) < cap(page); i++ {
+		r := &recs[i]
+		if r.Position > upTo {
+			break
+		}
+		if r.Topics != nil && Matches(selectors, r.Topics) {
+			page = append(page, *r)
+		}
+	}
+	return page
+}
+
+// pageByTopicLocked merges the position lists of topics from after,
+// taking each record once even if it carries several of the topics.
+func (m *MemoryHistory) pageByTopicLocked(page []Record, after, upTo uint64, topics []string) []Record {
+	type cursor struct{ pos []uint64 }
+	cursors := make([]cursor, 0, len(topics))
+	for _, t := range topics {
+		ti := m.byTopic[t]
+		if ti == nil {
+			continue
+		}
+		pos := ti.pos[ti.start:]
+		i, _ := slices.BinarySearch(pos, after+1)
+		cursors = append(cursors, cursor{pos[i:]})
+	}
+	last := after
+	for len(page) < cap(page) {
+		next := uint64(0)
+		for i := range cursors {
+			c := &cursors[i]
+			for len(c.pos) > 0 && c.pos[0] <= last {
+				c.pos = c.pos[1:] // taken already through another topic
+			}
+			if len(c.pos) > 0 && (next == 0 || c.pos[0] < next) {
+				next = c.pos[0]
+			}
+		}
+		if next == 0 || next > upTo {
+			break
+		}
+		last = next
+		if i, ok := m.indexLocked(next); ok {
+			page = append(page, m.recs[i])
+		}
+	}
+	return page
+}
