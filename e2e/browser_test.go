@@ -259,6 +259,26 @@ func TestPageSubscribesAndPublishes(t *testing.T) {
 // it.
 func startHub(t *testing.T) string {
 	t.Helper()
+	requireBrowser(t)
+	hub := &herald.Hub{}
+	srv := httptest.NewUnstartedServer(&httpapi.Handler{Hub: hub, Page: web.Handler()})
+	// As herald serve does: plain HTTP/1.1 streams go through the engine
+	// (hijacked connections), the path most browsers get.
+	srv.Config.ConnContext = httpapi.ConnContext
+	srv.Start()
+	t.Cleanup(func() {
+		// Close the hub first: it ends the streams, which Server.Close
+		// would otherwise wait for.
+		_ = hub.Close()
+		srv.Close()
+	})
+	return srv.URL
+}
+
+// requireBrowser skips the test unless HERALD_BROWSER is 1; when it is,
+// missing tools fail it.
+func requireBrowser(t *testing.T) {
+	t.Helper()
 	if os.Getenv("HERALD_BROWSER") != "1" {
 		t.Skip("browser test: set HERALD_BROWSER=1 after running scripts/install-test-deps.sh (scripts/test does both)")
 	}
@@ -275,55 +295,68 @@ func startHub(t *testing.T) string {
 	if _, err := os.Stat(filepath.Join("node_modules", "playwright-core", "package.json")); err != nil {
 		t.Fatalf("HERALD_BROWSER=1 but e2e/node_modules lacks playwright-core (%v): run scripts/install-test-deps.sh", err)
 	}
-
-	hub := &herald.Hub{}
-	srv := httptest.NewUnstartedServer(&httpapi.Handler{Hub: hub, Page: web.Handler()})
-	// As herald serve does: plain HTTP/1.1 streams go through the engine
-	// (hijacked connections), the path most browsers get.
-	srv.Config.ConnContext = httpapi.ConnContext
-	srv.Start()
-	t.Cleanup(func() {
-		// Close the hub first: it ends the streams, which Server.Close
-		// would otherwise wait for.
-		_ = hub.Close()
-		srv.Close()
-	})
-	return srv.URL
 }
 
 // runNode runs a script of this directory with the hub's URL and spec on
 // stdin, and decodes the JSON it prints into out.
 func runNode(t *testing.T, script, base string, spec any, out any) {
 	t.Helper()
+	checkNode(t, script, startNode(t, script, base, spec), out)
+}
+
+// nodeRun is a finished run of a browser script.
+type nodeRun struct {
+	stdout, stderr bytes.Buffer
+	err            error
+	took           time.Duration
+}
+
+// startNode runs a script in the background; the returned channel yields
+// its run when it ends. It calls no testing.T method from its goroutine.
+func startNode(t *testing.T, script, base string, spec any) <-chan *nodeRun {
+	t.Helper()
 	in, err := json.Marshal(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", script, base, "-")
 	// On timeout, let the script close Chromium before it is killed.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Stdin = bytes.NewReader(in)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	err = cmd.Run()
-	t.Logf("node %s: %v", script, time.Since(start).Round(time.Millisecond))
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%w (%v)", err, ctx.Err())
-	}
+	run := &nodeRun{}
+	cmd.Stdout, cmd.Stderr = &run.stdout, &run.stderr
+	done := make(chan *nodeRun, 1)
+	go func() {
+		defer cancel()
+		start := time.Now()
+		run.err = cmd.Run()
+		run.took = time.Since(start)
+		if ctx.Err() != nil {
+			run.err = fmt.Errorf("%w (%v)", run.err, ctx.Err())
+		}
+		done <- run
+	}()
+	return done
+}
+
+// checkNode waits for a script's run and decodes the JSON it printed into
+// out, failing the test if it did not complete.
+func checkNode(t *testing.T, script string, done <-chan *nodeRun, out any) {
+	t.Helper()
+	run := <-done
+	t.Logf("node %s: %v", script, run.took.Round(time.Millisecond))
 	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) {
-		t.Fatalf("node %s: %v\nstderr:\n%s", script, err, stderr.String())
+	if run.err != nil && !errors.As(run.err, &exitErr) {
+		t.Fatalf("node %s: %v\nstderr:\n%s", script, run.err, run.stderr.String())
 	}
-	if jerr := json.Unmarshal(stdout.Bytes(), out); jerr != nil {
-		t.Fatalf("node %s: %v; no JSON result (%v)\nstderr:\n%s\nstdout:\n%s", script, err, jerr, stderr.String(), brief(stdout.String()))
+	if jerr := json.Unmarshal(run.stdout.Bytes(), out); jerr != nil {
+		t.Fatalf("node %s: %v; no JSON result (%v)\nstderr:\n%s\nstdout:\n%s", script, run.err, jerr, run.stderr.String(), brief(run.stdout.String()))
 	}
-	if err != nil {
+	if run.err != nil {
 		// The script printed what it saw before failing: check that too.
-		t.Errorf("node %s: %v\nstderr:\n%s", script, err, stderr.String())
+		t.Errorf("node %s: %v\nstderr:\n%s", script, run.err, run.stderr.String())
 	}
 }
 
