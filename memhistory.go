@@ -28,10 +28,18 @@ type MemoryHistory struct {
 	bytes     int64
 	live      int
 	byTopic   map[string]*topicIndex
-	ids       map[string]uint64
+	ids       map[string]idEntry
 	dropped   uint64            // highest position removed by the global limits
-	capped    map[string]uint64 // per capped topic: highest position removed by its cap
+	capped    map[string]uint64 // per topic: highest position of a record carrying it removed by a per-topic cap
+	prunedAt  uint64            // dropped when capped was last pruned
 	liveTopic map[string]int    // per capped topic: live records carrying it
+}
+
+// idEntry is where a publisher-supplied ID points: the newest retained
+// record carrying it, and how many retained records carry it.
+type idEntry struct {
+	pos uint64
+	n   int
 }
 
 // topicIndex lists the positions of one topic's records, ascending; some
@@ -54,7 +62,7 @@ func NewMemoryHistory(r Retention) *MemoryHistory {
 		now:       time.Now,
 		epoch:     epoch,
 		byTopic:   make(map[string]*topicIndex),
-		ids:       make(map[string]uint64),
+		ids:       make(map[string]idEntry),
 		capped:    make(map[string]uint64),
 		liveTopic: make(map[string]int),
 	}
@@ -116,7 +124,7 @@ func (m *MemoryHistory) Append(recs []Record) (func() error, error) {
 			}
 		}
 		if r.ID != "" {
-			m.ids[r.ID] = r.Position
+			m.ids[r.ID] = idEntry{pos: r.Position, n: m.ids[r.ID].n + 1}
 		}
 		for _, t := range r.Topics {
 			if limit, ok := m.retention.PerTopic[t]; ok {
@@ -144,8 +152,20 @@ func (m *MemoryHistory) trimLocked() {
 			m.dropped = r.Position
 			m.forgetLocked(r)
 		}
+
 		*r = Record{}
 		m.start++
+	}
+	// Per-topic marks at or below dropped say nothing dropped does not.
+	// Pruning once dropped has moved by the map's size keeps the map
+	// bounded by what is retained, at constant cost per record.
+	if n := uint64(len(m.capped)); n > 0 && m.dropped-m.prunedAt >= n {
+		for u, pos := range m.capped {
+			if pos <= m.dropped {
+				delete(m.capped, u)
+			}
+		}
+		m.prunedAt = m.dropped
 	}
 	m.compactLocked()
 }
@@ -170,7 +190,10 @@ func (m *MemoryHistory) removeOldestOfTopicLocked(t string) {
 			continue
 		}
 		r := &m.recs[i]
-		m.capped[t] = max(m.capped[t], pos)
+		// Lost to subscribers of any of its topics, not only t.
+		for _, u := range r.Topics {
+			m.capped[u] = max(m.capped[u], pos)
+		}
 		m.forgetLocked(r)
 		*r = Record{Position: pos} // tombstone: Topics nil
 		m.dead++
@@ -183,8 +206,20 @@ func (m *MemoryHistory) removeOldestOfTopicLocked(t string) {
 func (m *MemoryHistory) forgetLocked(r *Record) {
 	m.live--
 	m.bytes -= int64(r.Size())
-	if r.ID != "" && m.ids[r.ID] == r.Position {
-		delete(m.ids, r.ID)
+	if r.ID != "" {
+		switch e := m.ids[r.ID]; {
+		case e.n <= 1:
+			delete(m.ids, r.ID)
+		case e.pos == r.Position:
+			// A cap removed the newest of several records with this ID
+			// (publishers rarely reuse IDs): point at the next newest.
+			e.n--
+			e.pos = m.newestWithIDLocked(r.ID, r.Position)
+			m.ids[r.ID] = e
+		default:
+			e.n--
+			m.ids[r.ID] = e
+		}
 	}
 	for _, t := range r.Topics {
 		if _, ok := m.retention.PerTopic[t]; ok {
@@ -206,6 +241,18 @@ func (m *MemoryHistory) forgetLocked(r *Record) {
 			m.compactTopicLocked(ti, r.Position)
 		}
 	}
+}
+
+// newestWithIDLocked finds the newest live record other than the one at
+// except that carries id.
+func (m *MemoryHistory) newestWithIDLocked(id string, except uint64) uint64 {
+	for i := len(m.recs) - 1; i >= m.start; i-- {
+		r := &m.recs[i]
+		if r.Topics != nil && r.ID == id && r.Position != except {
+			return r.Position
+		}
+	}
+	return 0
 }
 
 // compactLocked drops removed records from the slice once they are half
@@ -258,8 +305,8 @@ func (m *MemoryHistory) Lookup(id string) (uint64, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.expireLocked()
-	pos, ok := m.ids[id]
-	return pos, ok
+	e, ok := m.ids[id]
+	return e.pos, ok
 }
 
 // Lost implements [History]. Records removed by the global limits count

@@ -1,0 +1,72 @@
+package herald
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// Under a constant publish rate, a bounded history holds a bounded amount
+// of memory: removed records, tombstones and index entries are released.
+func TestMemoryHistoryStaysFlat(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    Retention
+		keep int
+	}{
+		{"by count", Retention{MaxEvents: 1000}, 1000},
+		{"by bytes", Retention{MaxBytes: 1000 * (64 + 100 + 16 + 2)}, 1000},
+		// One old record of another topic stays while a capped topic
+		// churns: its removed records must not pile up behind it.
+		{"per topic", Retention{PerTopic: map[string]int{"t0": 1000}}, 1001},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewMemoryHistory(tc.r)
+			if _, err := m.Append([]Record{{Topics: []string{"old"}, Data: "x"}}); err != nil {
+				t.Fatal(err)
+			}
+			data := string(make([]byte, 100))
+			publish := func(n int) {
+				for i := range n {
+					rec := []Record{{Topics: []string{"t0"}, Data: data}}
+					if i%7 == 0 {
+						rec[0].Topics = append(rec[0].Topics, fmt.Sprintf("u%d", i%50))
+					}
+					if _, err := m.Append(rec); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			publish(50_000)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			publish(200_000)
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			if got := m.Len(); got > tc.keep {
+				t.Errorf("%d records kept, want at most %d", got, tc.keep)
+			}
+			if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 1<<20 {
+				t.Errorf("heap grew by %d bytes over 200,000 more publishes", grew)
+			}
+		})
+	}
+}
+
+func TestMemoryHistoryAge(t *testing.T) {
+	m := NewMemoryHistory(Retention{MaxAge: time.Minute})
+	now := time.Unix(1000, 0)
+	m.now = func() time.Time { return now }
+	m.Append([]Record{{Topics: []string{"a"}, Data: "1"}})
+	now = now.Add(30 * time.Second)
+	m.Append([]Record{{Topics: []string{"a"}, Data: "2"}})
+	if m.Lost(0, []Selector{Topic("a")}) || m.Len() != 2 {
+		t.Fatal("records removed before their age")
+	}
+	now = now.Add(45 * time.Second) // the first is 75 s old: gone, without any publish
+	if m.Len() != 1 || !m.Lost(0, []Selector{Topic("a")}) || m.Lost(1, []Selector{Topic("a")}) {
+		t.Fatalf("after the age limit: %d records, lost from 0 %v, from 1 %v", m.Len(), m.Lost(0, []Selector{Topic("a")}), m.Lost(1, []Selector{Topic("a")}))
+	}
+}
