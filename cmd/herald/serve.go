@@ -9,17 +9,22 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/bolt"
 	"github.com/herald-sse/herald/httpapi"
 	"github.com/herald-sse/herald/metrics"
 	"github.com/herald-sse/herald/web"
 )
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("addr", ":8080", "`address` to listen on")
 	heartbeat := fs.Duration("heartbeat", herald.DefaultHeartbeat, "interval of keep-alive comments on idle streams; 0 disables")
@@ -32,6 +37,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	reusePort := fs.Bool("reuseport", false, "listen with SO_REUSEPORT so several herald processes can share the port (Linux only)")
 	metricsOn := fs.Bool("metrics", true, "serve Prometheus metrics at GET /metrics")
+	dataDir := fs.String("data-dir", "", "`directory` of the persistent event history (herald.db, created if missing); empty keeps the history in memory")
+	fsyncPolicy := fs.String("fsync", "always", "with --data-dir, when to sync to disk: always (an acknowledged publish survives power loss) or never (it survives a crash of herald, not of the machine)")
+	historyEvents := fs.Int("history-events", herald.DefaultMaxEvents, "most events kept for clients that resume")
+	historyBytes := fs.Int64("history-bytes", herald.DefaultMaxBytes, "most `bytes` of events kept for clients that resume")
+	historyAge := fs.Duration("history-age", herald.DefaultMaxAge, "how long events are kept for clients that resume")
+	topicCaps := topicCapsFlag{}
+	fs.Var(topicCaps, "history-topic-events", "`topic=N`: keep at most N events of topic (repeatable, or a comma-separated list)")
 	fs.Usage = flagUsage(fs, "Runs the hub: GET /events streams, POST /publish publishes, GET / is a live page,\nGET /metrics has Prometheus metrics.")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
@@ -54,9 +66,59 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError(stderr, "--write-timeout and --shutdown-timeout must not be negative")
 	case *reusePort && !reusePortSupported:
 		return usageError(stderr, "--reuseport is not supported on %s", runtime.GOOS)
+	case *historyEvents <= 0 || *historyBytes <= 0 || *historyAge <= 0:
+		return usageError(stderr, "--history-events, --history-bytes and --history-age must be positive")
+	}
+	var syncPolicy bolt.Sync
+	switch *fsyncPolicy {
+	case "always":
+		syncPolicy = bolt.SyncAlways
+	case "never":
+		syncPolicy = bolt.SyncNever
+	default:
+		return usageError(stderr, "--fsync must be always or never, not %q", *fsyncPolicy)
+	}
+	if *dataDir == "" && isSet(fs, "fsync") {
+		return usageError(stderr, "--fsync needs --data-dir: the history is in memory")
 	}
 
-	hub := &herald.Hub{QueueBytes: *queueBytes, Heartbeat: *heartbeat}
+	retention := herald.Retention{MaxEvents: *historyEvents, MaxBytes: *historyBytes, MaxAge: *historyAge}
+	if len(topicCaps) > 0 {
+		retention.PerTopic = topicCaps
+	}
+	var history herald.History
+	storeLog := []any{"store", "memory"}
+	if *dataDir == "" {
+		history = herald.NewMemoryHistory(retention)
+	} else {
+		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+			return fmt.Errorf("--data-dir: %w", err)
+		}
+		path := filepath.Join(*dataDir, "herald.db")
+		h, err := bolt.Open(path, bolt.Options{Retention: retention, Sync: syncPolicy})
+		if err != nil {
+			return err
+		}
+		history = h
+		storeLog = []any{"store", "bolt", "path", path, "fsync", syncPolicy.String()}
+	}
+	// The history is closed once nothing can use it: after the server
+	// and the streams have ended, or on an early return.
+	historyOpen := true
+	closeHistory := func() error {
+		if !historyOpen {
+			return nil
+		}
+		historyOpen = false
+		return history.Close()
+	}
+	defer func() {
+		if cerr := closeHistory(); err == nil {
+			err = cerr
+		}
+	}()
+
+	hub := &herald.Hub{QueueBytes: *queueBytes, Heartbeat: *heartbeat, History: history}
 	if *heartbeat == 0 {
 		hub.Heartbeat = -1 // the flag's 0 means off; the Hub's 0 means default
 	}
@@ -106,9 +168,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return err
 	}
-	logger.Info("herald listening", "addr", ln.Addr().String(), "store", "memory",
+	logArgs := append([]any{"addr", ln.Addr().String()}, storeLog...)
+	logger.Info("herald listening", append(logArgs,
 		"heartbeat", heartbeat.String(), "max_connections", *maxConns,
-		"reuseport", *reusePort, "metrics", *metricsOn)
+		"reuseport", *reusePort, "metrics", *metricsOn)...)
 	fmt.Fprintf(stdout, "herald serving on http://%s\n", displayAddr(ln.Addr()))
 
 	served := make(chan error, 1)
@@ -134,7 +197,54 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	if err := closeHistory(); err != nil {
+		return err
+	}
 	logger.Info("stopped")
+	return nil
+}
+
+// isSet reports whether flag name was given, on the command line or by
+// its environment variable.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// topicCapsFlag collects --history-topic-events topic=N values: the flag
+// may be repeated and each value (the environment variable's too) may be
+// a comma-separated list. The topic is everything before the item's last
+// '=', so topics with '=' work; topics with ',' cannot be capped here.
+type topicCapsFlag map[string]int
+
+func (c topicCapsFlag) String() string {
+	var items []string
+	for t, n := range c {
+		items = append(items, t+"="+strconv.Itoa(n))
+	}
+	return strings.Join(items, ",")
+}
+
+func (c topicCapsFlag) Set(v string) error {
+	for item := range strings.SplitSeq(v, ",") {
+		i := strings.LastIndexByte(item, '=')
+		if i < 0 {
+			return fmt.Errorf("%q is not topic=N", item)
+		}
+		topic := item[:i]
+		n, err := strconv.Atoi(item[i+1:])
+		if err != nil || n < 0 {
+			return fmt.Errorf("%q: N must be a whole number, 0 or more", item)
+		}
+		if err := herald.ValidateTopic(topic); err != nil {
+			return fmt.Errorf("%q: %s", item, strings.TrimPrefix(err.Error(), herald.ErrInvalidEvent.Error()+": "))
+		}
+		if _, dup := c[topic]; dup {
+			return fmt.Errorf("topic %q capped twice", topic)
+		}
+		c[topic] = n
+	}
 	return nil
 }
 

@@ -1,0 +1,54 @@
+package bolt
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/internal/historytest"
+)
+
+// Publishing through each store as the hub does, with 1 to 256 concurrent
+// publishers of 100-byte events: events/s and per-publish latency.
+//
+//	go test -run '^$' -bench BenchmarkAppend -benchtime 3s ./bolt/
+func BenchmarkAppend(b *testing.B) {
+	stores := []struct {
+		name string
+		open func(b *testing.B) herald.History
+	}{
+		{"memory", func(*testing.B) herald.History { return herald.NewMemoryHistory(herald.Retention{}) }},
+		{"bolt-always", func(b *testing.B) herald.History { return open(b, dbPath(b), Options{Sync: SyncAlways}) }},
+		{"bolt-never", func(b *testing.B) herald.History { return open(b, dbPath(b), Options{Sync: SyncNever}) }},
+	}
+	for _, s := range stores {
+		for _, publishers := range []int{1, 16, 256} {
+			b.Run(fmt.Sprintf("%s/publishers=%d", s.name, publishers), func(b *testing.B) {
+				h := s.open(b)
+				defer h.Close()
+				historytest.BenchAppend(b, h, publishers, 100)
+			})
+		}
+	}
+}
+
+// Resuming a subscriber from 1,000,000 events back in a history of
+// 1,100,000 where its topic has one event in 1,000 (1,000 to replay, 4
+// pages).
+//
+//	go test -run '^$' -bench BenchmarkResume -benchtime 50x -benchmem ./bolt/
+func BenchmarkResume(b *testing.B) {
+	r := herald.Retention{MaxEvents: 2 * historytest.ResumeRecords, MaxBytes: 4 << 30}
+	b.Run("memory", func(b *testing.B) {
+		h := herald.NewMemoryHistory(r)
+		defer h.Close()
+		historytest.FillResume(b, h)
+		historytest.BenchResume(b, h)
+	})
+	b.Run("bolt", func(b *testing.B) {
+		h := open(b, dbPath(b), Options{Retention: r, Sync: SyncNever})
+		defer h.Close()
+		historytest.FillResume(b, h)
+		historytest.BenchResume(b, h)
+	})
+}

@@ -1,0 +1,1269 @@
+// Package bolt is a persistent [herald.History] in one bbolt file
+// (go.etcd.io/bbolt): events survive restarts, so a client that
+// reconnects after the hub restarted still resumes without a gap.
+//
+// # Writing
+//
+// [History.Append] runs under the hub's publish lock, so it never touches
+// the disk: it numbers the records, adds them to an in-memory queue and
+// wakes a writer goroutine. The writer commits everything queued in one
+// bbolt transaction (group commit: while one transaction is being synced,
+// the next batch fills up), applies retention in the same transaction, and
+// then releases the publishers waiting on those records. Reads see queued
+// records at once, before they are committed; what retention removes is
+// gone for readers when the wait of the Append that exceeded a limit
+// returns, and records older than MaxAge as soon as they are.
+//
+// Memory stays flat whatever the history's size: besides bbolt's mapped
+// file (page cache, not heap), the store keeps only the queue, bounded
+// (Append waits for the disk when the writer is far behind), and a counter
+// per capped topic.
+//
+// # What an acknowledged publish guarantees
+//
+// A publish is acknowledged when [herald.Hub.Publish] returns without
+// error (the HTTP API then answers 200): the wait function returned by
+// Append has seen its records' transaction commit.
+//
+//   - [SyncAlways] (the default): the transaction was fsynced (fdatasync)
+//     before the acknowledgement. An acknowledged event survives a process
+//     crash, a kernel crash and a power loss, as far as the disk honours
+//     flushes.
+//   - [SyncNever]: bbolt's NoSync; the transaction was written to the
+//     operating system (the page cache) but not synced. An acknowledged
+//     event survives the process crashing or being killed, but not a
+//     kernel crash or power loss, which can lose recent events and, as
+//     bbolt warns for NoSync, may leave the file corrupt: delete it then;
+//     the new file has a new epoch, so clients resuming with IDs from the
+//     old one start fresh (reset "foreign") instead of resuming wrongly.
+//
+// Under both policies, events not yet acknowledged when the process dies
+// may be lost, although subscribers may already have received them (the
+// hub delivers an event as soon as it is appended). Their positions are
+// never reused: the store persists, synchronously and ahead of use, a
+// reservation of positions it may hand out, and after a restart it
+// continues after the reservation. A client resuming after the ID of a
+// lost event is told the ID is unknown (the head after the restart is the
+// last committed event) until newer events exist; it never skips an event
+// published later under a reused position.
+//
+// # Layout
+//
+// Buckets: "records" maps the big-endian position to the encoded record;
+// "topics" holds topic + 0x00 + big-endian position for each topic of each
+// record, so a replay for topic selectors seeks to each topic and walks
+// only its records; "ids" holds id + 0x00 + big-endian position for
+// publisher-supplied IDs; "meta" keeps the epoch, the committed head, the
+// reservation, the record count and bytes, and the highest position
+// removed by a global limit; "lost" and "lostpos" record, per topic, the
+// highest position removed by a per-topic cap from a record carrying it.
+package bolt
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/herald-sse/herald"
+	bbolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// Sync is a durability policy: what an acknowledged publish survives.
+type Sync int
+
+const (
+	// SyncAlways fsyncs every batch before its publishes are acknowledged:
+	// they survive power loss.
+	SyncAlways Sync = iota
+	// SyncNever never fsyncs records: acknowledged publishes survive a
+	// crash of the process, not of the machine.
+	SyncNever
+)
+
+// String returns "always" or "never".
+func (s Sync) String() string {
+	switch s {
+	case SyncAlways:
+		return "always"
+	case SyncNever:
+		return "never"
+	}
+	return fmt.Sprintf("Sync(%d)", int(s))
+}
+
+// Options configure [Open].
+type Options struct {
+	// Retention bounds what is kept; zero fields take herald's defaults.
+	// It may change between runs: Open applies the new limits.
+	Retention herald.Retention
+	// Sync is the durability policy; the zero value is SyncAlways.
+	Sync Sync
+	// LockTimeout is how long Open waits for the file lock another
+	// process (or another Open of the same file) holds. Zero means one
+	// second; negative means waiting forever.
+	LockTimeout time.Duration
+}
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("bolt: history closed")
+
+// Tuning. Variables so tests can make them small.
+var (
+	// reserveBlock is how many positions are reserved ahead of use by one
+	// synchronous write.
+	reserveBlock uint64 = 1 << 16
+	// maxTxRecords and maxTxBytes bound one write transaction.
+	maxTxRecords = 16384
+	maxTxBytes   = 16 << 20
+	// maxQueued and maxQueuedBytes bound the records waiting for the
+	// writer: past them, Append waits for the disk.
+	maxQueued      = 1 << 18
+	maxQueuedBytes = 256 << 20
+	// maxTrim bounds the records one transaction removes for the global
+	// limits beyond those it adds, so a lowered limit is applied in steps.
+	maxTrim = 50_000
+)
+
+// pageSize is how many records Replay hands over at a time; no
+// transaction is open while fn runs.
+const pageSize = 256
+
+const formatVersion = 1
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketRecords = []byte("records")
+	bucketTopics  = []byte("topics")
+	bucketIDs     = []byte("ids")
+	bucketLost    = []byte("lost")
+	bucketLostPos = []byte("lostpos")
+
+	keyVersion  = []byte("version")
+	keyEpoch    = []byte("epoch")
+	keyHead     = []byte("head")
+	keyReserved = []byte("reserved")
+	keyCount    = []byte("count")
+	keyBytes    = []byte("bytes")
+	keyDropped  = []byte("dropped")
+)
+
+// History is a [herald.History] in a bbolt file. Its methods are safe for
+// concurrent use.
+type History struct {
+	db        *bbolt.DB
+	path      string
+	epoch     string
+	retention herald.Retention
+	noSync    bool
+
+	mu          sync.Mutex
+	cond        *sync.Cond // broadcast when the writer finished a flush or the history closes
+	closed      bool
+	head        uint64    // last position handed out
+	next        uint64    // next position to hand out
+	reserved    uint64    // durable reservation: positions up to it may be handed out
+	wantReserve uint64    // reservation the writer should persist
+	resErr      error     // why the last reservation failed, until one succeeds
+	queue       []*batch  // appended, not yet committed, in position order
+	queued      int       // records in queue
+	queuedBytes int       // their sizes
+	front       time.Time // Time of the oldest retained record, zero if none
+	started     uint64    // flushes the writer began
+	finished    uint64    // flushes it completed
+	paused      bool      // test hook: the writer leaves the queue alone
+	crashing    bool      // test hook: the writer stops without flushing
+
+	kick chan struct{} // 1 slot: work for the writer
+	stop chan struct{}
+	done chan struct{} // closed when the writer returned
+
+	st state // the writer's (and Open's) view of what is committed
+}
+
+// state is the committed bookkeeping, persisted in "meta" except capCount,
+// counted at Open.
+type state struct {
+	head, reserved, count, dropped uint64
+	bytes                          int64
+	capCount                       map[string]int // live records per capped topic
+	front                          time.Time      // Time of the first record
+}
+
+func (s *state) clone() state {
+	c := *s
+	c.capCount = make(map[string]int, len(s.capCount))
+	for k, v := range s.capCount {
+		c.capCount[k] = v
+	}
+	return c
+}
+
+// batch is records appended together; their publishers wait on done.
+type batch struct {
+	recs  []herald.Record
+	taken bool // the writer is committing it
+	done  chan struct{}
+	err   error
+	wait  func() error
+}
+
+func newBatch() *batch {
+	b := &batch{done: make(chan struct{})}
+	b.wait = func() error {
+		<-b.done
+		return b.err
+	}
+	return b
+}
+
+// Open opens the history stored at path, creating the file if needed, and
+// starts its writer. Close it when done.
+func Open(path string, opts Options) (*History, error) {
+	timeout := opts.LockTimeout
+	switch {
+	case timeout == 0:
+		timeout = time.Second
+	case timeout < 0:
+		timeout = 0
+	}
+	if opts.Sync != SyncAlways && opts.Sync != SyncNever {
+		return nil, fmt.Errorf("bolt: unknown sync policy %d", int(opts.Sync))
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+		Timeout:        timeout,
+		NoSync:         opts.Sync == SyncNever,
+		FreelistType:   bbolt.FreelistMapType,
+		NoFreelistSync: true,
+	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("bolt: %s is locked by another process (or another Open)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bolt: %w", err)
+	}
+	h := &History{
+		db:        db,
+		path:      path,
+		retention: opts.Retention.WithDefaults(),
+		noSync:    opts.Sync == SyncNever,
+		kick:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	h.cond = sync.NewCond(&h.mu)
+	if err := h.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	// Apply the retention, which may have changed since the last run.
+	for {
+		more, err := h.commit(nil, 0)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("bolt: applying retention: %w", err)
+		}
+		if !more {
+			break
+		}
+	}
+	h.front = h.st.front
+	go h.run()
+	return h, nil
+}
+
+// load creates or reads the buckets and meta, and reserves the first
+// block of positions.
+func (h *History) load() error {
+	err := h.db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketRecords, bucketTopics, bucketIDs, bucketLost, bucketLostPos} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keyVersion); v == nil {
+			if err := meta.Put(keyVersion, u64(formatVersion)); err != nil {
+				return err
+			}
+		} else if getU64(v) != formatVersion {
+			return fmt.Errorf("bolt: %s has format version %d, this herald reads %d", h.path, getU64(v), formatVersion)
+		}
+		if e := meta.Get(keyEpoch); e != nil {
+			h.epoch = string(e)
+		} else {
+			h.epoch = newEpoch()
+			if err := meta.Put(keyEpoch, []byte(h.epoch)); err != nil {
+				return err
+			}
+		}
+		st := state{
+			head:     getU64(meta.Get(keyHead)),
+			reserved: getU64(meta.Get(keyReserved)),
+			count:    getU64(meta.Get(keyCount)),
+			bytes:    int64(getU64(meta.Get(keyBytes))),
+			dropped:  getU64(meta.Get(keyDropped)),
+			capCount: make(map[string]int),
+		}
+		topics := tx.Bucket(bucketTopics).Cursor()
+		for t := range h.retention.PerTopic {
+			prefix := topicPrefix(t)
+			n := 0
+			for k, _ := topics.Seek(prefix); k != nil && isTopicKey(k, prefix); k, _ = topics.Next() {
+				n++
+			}
+			st.capCount[t] = n
+		}
+		if _, v := tx.Bucket(bucketRecords).Cursor().First(); v != nil {
+			st.front = decodeTime(v)
+		}
+		// Positions up to the old reservation may have been handed out
+		// before a crash: continue after it.
+		h.next = max(st.reserved, st.head) + 1
+		h.head = st.head
+		st.reserved = h.next - 1 + reserveBlock
+		h.reserved, h.wantReserve = st.reserved, st.reserved
+		h.st = st
+		return meta.Put(keyReserved, u64(st.reserved))
+	})
+	if err == nil && h.noSync {
+		err = h.db.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("bolt: opening %s: %w", h.path, err)
+	}
+	return nil
+}
+
+func newEpoch() string {
+	var b [9]byte
+	_, _ = rand.Read(b[:])
+	// base64url without '-': the hub separates epoch and position with it.
+	return strings.ReplaceAll(base64.RawURLEncoding.EncodeToString(b[:]), "-", "_")
+}
+
+// Path returns the file the history is stored in.
+func (h *History) Path() string { return h.path }
+
+// Epoch implements [herald.History]. It is created with the file and kept
+// in it.
+func (h *History) Epoch() string { return h.epoch }
+
+// Head implements [herald.History]. After a restart it is the last
+// committed record: a client resuming after a later ID it was given
+// before a crash is told the ID is unknown.
+func (h *History) Head() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.head
+}
+
+// Append implements [herald.History]. It only queues the records; the
+// returned wait blocks until the writer committed them (and synced them,
+// under SyncAlways). It fails after Close, and for topics or IDs
+// containing NUL (which the hub never publishes).
+func (h *History) Append(recs []herald.Record) (func() error, error) {
+	size := 0
+	for i := range recs {
+		r := &recs[i]
+		if strings.IndexByte(r.ID, 0) >= 0 || len(r.ID) > bbolt.MaxKeySize-9 {
+			return nil, fmt.Errorf("bolt: id with NUL or longer than %d bytes", bbolt.MaxKeySize-9)
+		}
+		for _, t := range r.Topics {
+			if strings.IndexByte(t, 0) >= 0 || len(t) > bbolt.MaxKeySize-9 {
+				return nil, fmt.Errorf("bolt: topic with NUL or longer than %d bytes", bbolt.MaxKeySize-9)
+			}
+		}
+		size += r.Size()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	// Wait while the writer is far behind (the disk is too slow for the
+	// publish rate), and for a reservation covering the positions: one
+	// is normally persisted long before it is needed.
+	for {
+		if h.closed {
+			return nil, ErrClosed
+		}
+		last := h.next + uint64(len(recs)) - 1
+		if last+reserveBlock/2 > h.wantReserve {
+			h.wantReserve = last + reserveBlock
+			h.wakeWriter()
+		}
+		if last <= h.reserved && (h.queued < maxQueued && h.queuedBytes < maxQueuedBytes || h.queued == 0) {
+			break
+		}
+		if last > h.reserved && h.resErr != nil {
+			// Fail this publish; the next one has the writer try again.
+			err := h.resErr
+			h.resErr = nil
+			h.wakeWriter()
+			return nil, fmt.Errorf("bolt: reserving positions: %w", err)
+		}
+		h.cond.Wait()
+	}
+	var b *batch
+	if n := len(h.queue); n > 0 && !h.queue[n-1].taken && len(h.queue[n-1].recs) < maxTxRecords {
+		b = h.queue[n-1]
+	} else {
+		b = newBatch()
+		h.queue = append(h.queue, b)
+	}
+	now := time.Now()
+	for i := range recs {
+		recs[i].Position = h.next
+		h.next++
+		r := recs[i]
+		if r.Time.IsZero() {
+			r.Time = now
+		}
+		r.Topics = slices.Clone(r.Topics)
+		b.recs = append(b.recs, r)
+	}
+	if h.front.IsZero() {
+		h.front = b.recs[len(b.recs)-len(recs)].Time
+	}
+	h.head = h.next - 1
+	h.queued += len(recs)
+	h.queuedBytes += size
+	h.wakeWriter()
+	return b.wait, nil
+}
+
+func (h *History) wakeWriter() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run is the writer: it commits what is queued, and removes records as
+// they age out.
+func (h *History) run() {
+	defer close(h.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		h.mu.Lock()
+		front := h.front
+		h.mu.Unlock()
+		if !front.IsZero() {
+			timer.Reset(max(time.Until(front.Add(h.retention.MaxAge)), 0) + time.Millisecond)
+		}
+		select {
+		case <-h.kick:
+		case <-timer.C:
+		case <-h.stop:
+			for h.flush() {
+			}
+			return
+		}
+		timer.Stop()
+		for h.flush() {
+		}
+	}
+}
+
+// flush commits one transaction of queued records (and retention) and
+// reports whether more work is waiting.
+func (h *History) flush() bool {
+	h.mu.Lock()
+	if h.paused || h.crashing {
+		h.mu.Unlock()
+		return false
+	}
+	var take []*batch
+	n, size := 0, 0
+	for _, b := range h.queue {
+		if len(take) > 0 && (n+len(b.recs) > maxTxRecords || size > maxTxBytes) {
+			break
+		}
+		b.taken = true
+		take = append(take, b)
+		n += len(b.recs)
+		for i := range b.recs {
+			size += b.recs[i].Size()
+		}
+	}
+	wantReserve := h.wantReserve
+	expire := !h.front.IsZero() && h.front.Before(time.Now().Add(-h.retention.MaxAge))
+	h.started++
+	gen := h.started
+	h.mu.Unlock()
+
+	var recs []herald.Record
+	if len(take) == 1 {
+		recs = take[0].recs
+	} else {
+		for _, b := range take {
+			recs = append(recs, b.recs...)
+		}
+	}
+	var (
+		more      bool
+		err       error
+		reserved  = h.st.reserved
+		committed = false
+	)
+	if len(recs) > 0 || wantReserve > reserved || expire {
+		more, err = h.commit(recs, wantReserve)
+		committed = err == nil
+	}
+	var resErr error
+	if committed && h.st.reserved > reserved && h.noSync {
+		// The reservation must survive a power loss even when records
+		// need not.
+		resErr = h.db.Sync()
+	}
+
+	h.mu.Lock()
+	k := copy(h.queue, h.queue[len(take):])
+	clear(h.queue[k:])
+	h.queue = h.queue[:k]
+	h.queued -= n
+	h.queuedBytes -= size
+	switch {
+	case err != nil && wantReserve > reserved:
+		h.resErr = err
+	case resErr != nil:
+		h.resErr = resErr
+	case committed:
+		h.reserved = h.st.reserved
+		h.resErr = nil
+	}
+	switch {
+	case !h.st.front.IsZero():
+		h.front = h.st.front
+	case len(h.queue) > 0:
+		h.front = h.queue[0].recs[0].Time
+	default:
+		h.front = time.Time{}
+	}
+	h.finished = gen
+	more = more || len(h.queue) > 0
+	h.cond.Broadcast()
+	h.mu.Unlock()
+
+	if err != nil {
+		err = fmt.Errorf("bolt: committing: %w", err)
+	}
+	for _, b := range take {
+		b.err = err
+		close(b.done)
+	}
+	return more
+}
+
+// commit writes recs and applies retention in one transaction, updating
+// h.st if it commits. It reports whether the global limits still need
+// another transaction.
+func (h *History) commit(recs []herald.Record, reserve uint64) (more bool, err error) {
+	st := h.st.clone()
+	st.reserved = max(st.reserved, reserve)
+	err = h.db.Update(func(tx *bbolt.Tx) error {
+		w := writeTx{
+			h:       h,
+			st:      &st,
+			meta:    tx.Bucket(bucketMeta),
+			records: tx.Bucket(bucketRecords),
+			topics:  tx.Bucket(bucketTopics),
+			ids:     tx.Bucket(bucketIDs),
+			lost:    tx.Bucket(bucketLost),
+			lostPos: tx.Bucket(bucketLostPos),
+		}
+		w.records.FillPercent = 1 // keys only ever grow
+		for i := range recs {
+			if err := w.insert(&recs[i]); err != nil {
+				return err
+			}
+		}
+		// Caps lowered since the last run.
+		budget := maxTrim + len(recs)
+		for t, n := range st.capCount {
+			for ; n > h.retention.PerTopic[t] && budget > 0; n = st.capCount[t] {
+				budget--
+				if err := w.removeOldestOf(t); err != nil {
+					return err
+				}
+			}
+			more = more || n > h.retention.PerTopic[t]
+		}
+		trimmed, err := w.trim(budget)
+		if err != nil {
+			return err
+		}
+		more = more || trimmed
+		return w.finish()
+	})
+	if err == nil {
+		h.st = st
+	}
+	return more, err
+}
+
+// writeTx is the work of one write transaction.
+type writeTx struct {
+	h                                         *History
+	st                                        *state
+	meta, records, topics, ids, lost, lostPos *bbolt.Bucket
+	key                                       []byte
+	buf                                       []byte
+}
+
+func (w *writeTx) insert(r *herald.Record) error {
+	// bbolt keeps the keys and values put until the commit: each gets
+	// its own slice.
+	pos := u64(r.Position)
+	if err := w.records.Put(pos, encode(make([]byte, 0, 32+r.Size()), r)); err != nil {
+		return err
+	}
+	for i, t := range r.Topics {
+		if slices.Contains(r.Topics[:i], t) {
+			continue
+		}
+		if err := w.topics.Put(indexKey(t, pos), nil); err != nil {
+			return err
+		}
+		if _, ok := w.st.capCount[t]; ok {
+			w.st.capCount[t]++
+		}
+	}
+	if r.ID != "" {
+		if err := w.ids.Put(indexKey(r.ID, pos), nil); err != nil {
+			return err
+		}
+	}
+	w.st.count++
+	w.st.bytes += int64(r.Size())
+	w.st.head = max(w.st.head, r.Position)
+	if w.st.front.IsZero() {
+		w.st.front = r.Time
+	}
+	for i, t := range r.Topics {
+		limit, ok := w.h.retention.PerTopic[t]
+		if !ok || slices.Contains(r.Topics[:i], t) {
+			continue
+		}
+		for w.st.capCount[t] > limit {
+			if err := w.removeOldestOf(t); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// removeOldestOf removes the oldest record carrying t, over its cap.
+func (w *writeTx) removeOldestOf(t string) error {
+	prefix := topicPrefix(t)
+	k, _ := w.topics.Cursor().Seek(prefix)
+	if k == nil || !isTopicKey(k, prefix) {
+		w.st.capCount[t] = 0 // cannot happen: the count says otherwise
+		return nil
+	}
+	return w.remove(binary.BigEndian.Uint64(k[len(prefix):]), true)
+}
+
+// remove deletes the record at pos and its index entries. A record
+// removed by a cap is marked lost for each of its topics; one removed by
+// a global limit (always the oldest) for everyone.
+func (w *writeTx) remove(pos uint64, byCap bool) error {
+	pk := u64(pos)
+	v := w.records.Get(pk)
+	if v == nil {
+		return nil
+	}
+	r, err := decode(v)
+	if err != nil {
+		return fmt.Errorf("record %d: %w", pos, err)
+	}
+	if err := w.records.Delete(pk); err != nil {
+		return err
+	}
+	for i, t := range r.Topics {
+		if slices.Contains(r.Topics[:i], t) {
+			continue
+		}
+		if err := w.topics.Delete(indexKey(t, pk)); err != nil {
+			return err
+		}
+		if _, ok := w.st.capCount[t]; ok {
+			w.st.capCount[t]--
+		}
+		if byCap {
+			if err := w.markLost(t, pos); err != nil {
+				return err
+			}
+		}
+	}
+	if r.ID != "" {
+		if err := w.ids.Delete(indexKey(r.ID, pk)); err != nil {
+			return err
+		}
+	}
+	w.st.count--
+	w.st.bytes -= int64(r.Size())
+	if !byCap {
+		w.st.dropped = max(w.st.dropped, pos)
+	}
+	return nil
+}
+
+// markLost records that a record carrying t at pos was removed by a cap.
+func (w *writeTx) markLost(t string, pos uint64) error {
+	old := w.lost.Get([]byte(t))
+	if old != nil {
+		if getU64(old) >= pos {
+			return nil
+		}
+		if err := w.lostPos.Delete(lostPosKey(getU64(old), t)); err != nil {
+			return err
+		}
+	}
+	if err := w.lost.Put([]byte(t), u64(pos)); err != nil {
+		return err
+	}
+	return w.lostPos.Put(lostPosKey(pos, t), nil)
+}
+
+// trim removes the oldest records while a global limit is exceeded, at
+// most budget of them, and reports whether it stopped early.
+func (w *writeTx) trim(budget int) (bool, error) {
+	ret := w.h.retention
+	cutoff := time.Now().Add(-ret.MaxAge)
+	c := w.records.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.First() {
+		if w.st.count <= uint64(ret.MaxEvents) && w.st.bytes <= ret.MaxBytes && !decodeTime(v).Before(cutoff) {
+			break
+		}
+		if budget == 0 {
+			return true, nil
+		}
+		budget--
+		if err := w.remove(binary.BigEndian.Uint64(k), false); err != nil {
+			return false, err
+		}
+	}
+	w.st.front = time.Time{}
+	if _, v := c.First(); v != nil {
+		w.st.front = decodeTime(v)
+	}
+	// Marks at or below dropped say nothing more than dropped does.
+	lc := w.lostPos.Cursor()
+	for k, _ := lc.First(); k != nil && binary.BigEndian.Uint64(k) <= w.st.dropped; k, _ = lc.First() {
+		t := k[8:]
+		if v := w.lost.Get(t); v != nil && getU64(v) <= w.st.dropped {
+			if err := w.lost.Delete(t); err != nil {
+				return false, err
+			}
+		}
+		if err := w.lostPos.Delete(k); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+func (w *writeTx) finish() error {
+	for _, kv := range []struct {
+		k []byte
+		v uint64
+	}{
+		{keyHead, w.st.head}, {keyReserved, w.st.reserved}, {keyCount, w.st.count},
+		{keyBytes, uint64(w.st.bytes)}, {keyDropped, w.st.dropped},
+	} {
+		if err := w.meta.Put(kv.k, u64(kv.v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expireDue has the writer remove records that aged out, if the oldest
+// did, before a read answers.
+func (h *History) expireDue() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.front.IsZero() || !h.front.Before(time.Now().Add(-h.retention.MaxAge)) {
+		return
+	}
+	want := h.started + 1
+	h.wakeWriter()
+	for h.finished < want && !h.closed && !h.paused {
+		h.cond.Wait()
+	}
+}
+
+// Lookup implements [herald.History] with the "ids" index, after the
+// records not yet committed.
+func (h *History) Lookup(id string) (uint64, bool) {
+	if id == "" {
+		return 0, false
+	}
+	h.expireDue()
+	h.mu.Lock()
+	for i := len(h.queue) - 1; i >= 0; i-- {
+		recs := h.queue[i].recs
+		for j := len(recs) - 1; j >= 0; j-- {
+			if recs[j].ID == id {
+				h.mu.Unlock()
+				return recs[j].Position, true
+			}
+		}
+	}
+	h.mu.Unlock()
+	var pos uint64
+	var found bool
+	_ = h.db.View(func(tx *bbolt.Tx) error {
+		prefix := append([]byte(id), 0)
+		c := tx.Bucket(bucketIDs).Cursor()
+		k, _ := c.Seek(append([]byte(id), 1))
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		if k != nil && len(k) == len(prefix)+8 && bytes.HasPrefix(k, prefix) {
+			pos, found = binary.BigEndian.Uint64(k[len(prefix):]), true
+		}
+		return nil
+	})
+	return pos, found
+}
+
+// Lost implements [herald.History]. Records removed by the global limits
+// are lost to everyone; those removed by a per-topic cap to the selectors
+// matching one of their topics.
+func (h *History) Lost(after uint64, selectors []herald.Selector) bool {
+	h.expireDue()
+	lost := true
+	_ = h.db.View(func(tx *bbolt.Tx) error {
+		lost = lostIn(tx, after, selectors, topicNames(selectors))
+		return nil
+	})
+	return lost
+}
+
+// topicNames returns the distinct names of selectors if they are all
+// Topics, else nil.
+func topicNames(selectors []herald.Selector) []string {
+	var names []string
+	for _, s := range selectors {
+		t, ok := s.(herald.Topic)
+		if !ok {
+			return nil
+		}
+		if !slices.Contains(names, string(t)) {
+			names = append(names, string(t))
+		}
+	}
+	return names
+}
+
+func lostIn(tx *bbolt.Tx, after uint64, selectors []herald.Selector, topics []string) bool {
+	if getU64(tx.Bucket(bucketMeta).Get(keyDropped)) > after {
+		return true
+	}
+	if topics != nil {
+		lost := tx.Bucket(bucketLost)
+		for _, t := range topics {
+			if v := lost.Get([]byte(t)); v != nil && getU64(v) > after {
+				return true
+			}
+		}
+		return false
+	}
+	c := tx.Bucket(bucketLostPos).Cursor()
+	for k, _ := c.Seek(u64(after + 1)); k != nil; k, _ = c.Next() {
+		if herald.Matches(selectors, []string{string(k[8:])}) {
+			return true
+		}
+	}
+	return false
+}
+
+// Replay implements [herald.History]. With only Topic selectors it seeks
+// each topic's index and reads only the matching records; otherwise it
+// scans the records in the range. It stops at the head as of the call.
+func (h *History) Replay(after, upTo uint64, selectors []herald.Selector, fn func([]herald.Record) error) error {
+	upTo = min(upTo, h.Head())
+	topics := topicNames(selectors)
+	page := make([]herald.Record, 0, pageSize)
+	var pending []herald.Record
+	for cursor := after; cursor < upTo; {
+		h.expireDue()
+		// Snapshot the queue before the transaction: what the writer
+		// commits in between is then in the transaction.
+		var truncated bool
+		pending, truncated = h.pendingPage(pending[:0], cursor, upTo, selectors)
+		var scanned uint64
+		page = page[:0]
+		err := h.db.View(func(tx *bbolt.Tx) error {
+			if lostIn(tx, cursor, selectors, topics) {
+				return herald.ErrHistoryLost
+			}
+			limit := min(upTo, getU64(tx.Bucket(bucketMeta).Get(keyHead)))
+			var err error
+			if topics != nil {
+				page, err = pageByTopic(tx, page, cursor, limit, topics)
+			} else {
+				page, err = pageByScan(tx, page, cursor, limit, selectors)
+			}
+			if err != nil {
+				return err
+			}
+			if len(page) == cap(page) {
+				scanned = page[len(page)-1].Position
+				return nil
+			}
+			scanned = max(cursor, limit)
+			if limit >= upTo {
+				return nil
+			}
+			for _, r := range pending {
+				if r.Position <= limit {
+					continue
+				}
+				if len(page) == cap(page) {
+					return nil
+				}
+				page = append(page, r)
+				scanned = r.Position
+			}
+			if !truncated {
+				scanned = upTo
+			}
+			return nil
+		})
+		clear(pending)
+		if err != nil {
+			return err
+		}
+		if len(page) > 0 {
+			if err := fn(page); err != nil {
+				return err
+			}
+			clear(page)
+		}
+		if scanned <= cursor {
+			return fmt.Errorf("bolt: replay made no progress after %d", cursor) // a bug
+		}
+		cursor = scanned
+	}
+	return nil
+}
+
+// pendingPage appends to page the queued records after cursor up to upTo
+// that selectors match, at most a page of them; truncated says whether it
+// stopped for that.
+func (h *History) pendingPage(page []herald.Record, cursor, upTo uint64, selectors []herald.Selector) ([]herald.Record, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, b := range h.queue {
+		recs := b.recs
+		if recs[len(recs)-1].Position <= cursor {
+			continue
+		}
+		i := sort.Search(len(recs), func(i int) bool { return recs[i].Position > cursor })
+		for _, r := range recs[i:] {
+			if r.Position > upTo {
+				return page, false
+			}
+			if herald.Matches(selectors, r.Topics) {
+				if len(page) == pageSize {
+					return page, true
+				}
+				page = append(page, r)
+			}
+		}
+	}
+	return page, false
+}
+
+// pageByTopic merges the index entries of topics after cursor up to
+// limit, reading each record once even if it carries several of them.
+func pageByTopic(tx *bbolt.Tx, page []herald.Record, cursor, limit uint64, topics []string) ([]herald.Record, error) {
+	type walk struct {
+		c      *bbolt.Cursor
+		prefix []byte
+		pos    uint64 // current entry; 0 when done
+	}
+	index := tx.Bucket(bucketTopics)
+	walks := make([]walk, 0, len(topics))
+	for _, t := range topics {
+		w := walk{c: index.Cursor(), prefix: topicPrefix(t)}
+		k, _ := w.c.Seek(append(slices.Clip(w.prefix), u64(cursor+1)...))
+		if k != nil && isTopicKey(k, w.prefix) {
+			w.pos = binary.BigEndian.Uint64(k[len(w.prefix):])
+			walks = append(walks, w)
+		}
+	}
+	records := tx.Bucket(bucketRecords).Cursor() // one cursor: Bucket.Get makes one per call
+	var key [8]byte
+	for len(page) < cap(page) {
+		next := uint64(0)
+		for _, w := range walks {
+			if w.pos != 0 && (next == 0 || w.pos < next) {
+				next = w.pos
+			}
+		}
+		if next == 0 || next > limit {
+			break
+		}
+		for i := range walks {
+			w := &walks[i]
+			if w.pos != next {
+				continue
+			}
+			w.pos = 0
+			if k, _ := w.c.Next(); k != nil && isTopicKey(k, w.prefix) {
+				w.pos = binary.BigEndian.Uint64(k[len(w.prefix):])
+			}
+		}
+		binary.BigEndian.PutUint64(key[:], next)
+		k, v := records.Seek(key[:])
+		if !bytes.Equal(k, key[:]) {
+			continue // cannot happen: index and records change together
+		}
+		r, err := decode(v)
+		if err != nil {
+			return page, fmt.Errorf("bolt: record %d: %w", next, err)
+		}
+		r.Position = next
+		page = append(page, r)
+	}
+	return page, nil
+}
+
+// pageByScan reads the records after cursor up to limit and keeps those
+// selectors match. Only the topics of the others are read, and topic
+// names are made strings once per page.
+func pageByScan(tx *bbolt.Tx, page []herald.Record, cursor, limit uint64, selectors []herald.Selector) ([]herald.Record, error) {
+	names := make(map[string]string)
+	var topics []string
+	c := tx.Bucket(bucketRecords).Cursor()
+	for k, v := c.Seek(u64(cursor + 1)); k != nil && len(page) < cap(page); k, v = c.Next() {
+		pos := binary.BigEndian.Uint64(k)
+		if pos > limit {
+			break
+		}
+		var err error
+		topics, err = decodeTopics(topics[:0], v, names)
+		if err != nil {
+			return page, fmt.Errorf("bolt: record %d: %w", pos, err)
+		}
+		if !herald.Matches(selectors, topics) {
+			continue
+		}
+		r, err := decode(v)
+		if err != nil {
+			return page, fmt.Errorf("bolt: record %d: %w", pos, err)
+		}
+		r.Position = pos
+		page = append(page, r)
+	}
+	return page, nil
+}
+
+// Close implements [herald.History]: it commits every queued record,
+// stops the writer and closes the file. Append fails afterwards. Close is
+// idempotent.
+func (h *History) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	h.paused = false
+	h.cond.Broadcast()
+	h.mu.Unlock()
+	close(h.stop)
+	<-h.done
+	h.mu.Lock()
+	crashing := h.crashing
+	h.mu.Unlock()
+	var err error
+	if !crashing {
+		// Every position handed out is committed or failed: the next run
+		// may continue right after the last one.
+		h.mu.Lock()
+		last := h.next - 1
+		h.mu.Unlock()
+		err = h.db.Update(func(tx *bbolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyReserved, u64(last))
+		})
+	}
+	if cerr := h.db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("bolt: closing %s: %w", h.path, err)
+	}
+	return nil
+}
+
+// Record encoding: varint seconds, uvarint nanoseconds, varint retry,
+// then uvarint-length-prefixed ID, type and each topic (after their
+// count), and the data to the end.
+
+func encode(dst []byte, r *herald.Record) []byte {
+	dst = binary.AppendVarint(dst, r.Time.Unix())
+	dst = binary.AppendUvarint(dst, uint64(r.Time.Nanosecond()))
+	dst = binary.AppendVarint(dst, int64(r.Retry))
+	dst = appendString(dst, r.ID)
+	dst = appendString(dst, r.Type)
+	dst = binary.AppendUvarint(dst, uint64(len(r.Topics)))
+	for _, t := range r.Topics {
+		dst = appendString(dst, t)
+	}
+	return append(dst, r.Data...)
+}
+
+func appendString(dst []byte, s string) []byte {
+	return append(binary.AppendUvarint(dst, uint64(len(s))), s...)
+}
+
+var errCorrupt = errors.New("corrupt record")
+
+// decodeTime reads only a record's time.
+func decodeTime(v []byte) time.Time {
+	sec, n := binary.Varint(v)
+	if n <= 0 {
+		return time.Time{}
+	}
+	nsec, m := binary.Uvarint(v[n:])
+	if m <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, int64(nsec))
+}
+
+// decode copies a record out of v, which is only valid in its
+// transaction. Position is left zero.
+func decode(v []byte) (herald.Record, error) {
+	var r herald.Record
+	d := decoder{b: v}
+	sec := d.varint()
+	nsec := d.uvarint()
+	r.Time = time.Unix(sec, int64(nsec))
+	r.Retry = time.Duration(d.varint())
+	r.ID = d.string()
+	r.Type = d.string()
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		return r, errCorrupt
+	}
+	r.Topics = make([]string, n)
+	for i := range r.Topics {
+		r.Topics[i] = d.string()
+	}
+	if d.bad {
+		return r, errCorrupt
+	}
+	r.Data = string(d.b)
+	return r, nil
+}
+
+// decodeTopics appends the topics of the record v to dst, as strings
+// from names (adding those missing), without decoding the rest.
+func decodeTopics(dst []string, v []byte, names map[string]string) ([]string, error) {
+	d := decoder{b: v}
+	d.varint()
+	d.uvarint()
+	d.varint()
+	d.skip()
+	d.skip()
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		return dst, errCorrupt
+	}
+	for range n {
+		b := d.bytes()
+		s, ok := names[string(b)]
+		if !ok {
+			s = string(b)
+			names[s] = s
+		}
+		dst = append(dst, s)
+	}
+	if d.bad {
+		return dst, errCorrupt
+	}
+	return dst, nil
+}
+
+type decoder struct {
+	b   []byte
+	bad bool
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.bad, d.b = true, nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.bad, d.b = true, nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) string() string { return string(d.bytes()) }
+
+func (d *decoder) skip() { d.bytes() }
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.bad, d.b = true, nil
+		return nil
+	}
+	b := d.b[:n]
+	d.b = d.b[n:]
+	return b
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func getU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+func topicPrefix(t string) []byte { return append([]byte(t), 0) }
+
+// indexKey is name + 0x00 + the big-endian position pos.
+func indexKey(name string, pos []byte) []byte {
+	k := make([]byte, 0, len(name)+9)
+	return append(append(append(k, name...), 0), pos...)
+}
+
+// isTopicKey reports whether k is prefix followed by a position.
+func isTopicKey(k, prefix []byte) bool {
+	return len(k) == len(prefix)+8 && bytes.HasPrefix(k, prefix)
+}
+
+func lostPosKey(pos uint64, t string) []byte { return append(u64(pos), t...) }

@@ -1,0 +1,402 @@
+package bolt
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/internal/historytest"
+)
+
+func open(t testing.TB, path string, opts Options) *History {
+	t.Helper()
+	h, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func dbPath(t testing.TB) string { return filepath.Join(t.TempDir(), "herald.db") }
+
+func TestConformance(t *testing.T) {
+	for _, sync := range []Sync{SyncAlways, SyncNever} {
+		t.Run(sync.String(), func(t *testing.T) {
+			historytest.Run(t, func(t *testing.T, r herald.Retention) herald.History {
+				return open(t, dbPath(t), Options{Retention: r, Sync: sync})
+			})
+		})
+	}
+}
+
+// Small transactions and reservations: the same promises hold when a
+// batch spans several transactions and Append often waits for positions.
+func TestConformanceSmallSteps(t *testing.T) {
+	defer setTuning(2, 3)()
+	historytest.Run(t, func(t *testing.T, r herald.Retention) herald.History {
+		return open(t, dbPath(t), Options{Retention: r, Sync: SyncNever})
+	})
+}
+
+// setTuning makes transactions and reservation blocks tiny; the returned
+// func restores them.
+func setTuning(txRecords int, block uint64) func() {
+	oldTx, oldBlock := maxTxRecords, reserveBlock
+	maxTxRecords, reserveBlock = txRecords, block
+	return func() { maxTxRecords, reserveBlock = oldTx, oldBlock }
+}
+
+func add(t testing.TB, h herald.History, recs ...herald.Record) []uint64 {
+	t.Helper()
+	wait, err := h.Append(recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wait != nil {
+		if err := wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pos []uint64
+	for _, r := range recs {
+		pos = append(pos, r.Position)
+	}
+	return pos
+}
+
+func collect(t testing.TB, h herald.History, after uint64, sels ...herald.Selector) []herald.Record {
+	t.Helper()
+	var out []herald.Record
+	err := h.Replay(after, h.Head(), sels, func(page []herald.Record) error {
+		out = append(out, page...)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Replay(%d, %v): %v", after, sels, err)
+	}
+	return out
+}
+
+// Everything survives a reopen: epoch, records, positions, the indexes,
+// what retention removed; positions continue after the old head.
+func TestReopenKeepsEverything(t *testing.T) {
+	path := dbPath(t)
+	r := herald.Retention{MaxEvents: 50, PerTopic: map[string]int{"capped": 2}}
+	h := open(t, path, Options{Retention: r})
+	epoch := h.Epoch()
+	for i := range 60 {
+		add(t, h, herald.Record{ID: "id" + strconv.Itoa(i%40), Topics: []string{"t" + strconv.Itoa(i%3)}, Data: strconv.Itoa(i), Type: "x"})
+	}
+	capped := add(t, h, herald.Record{Topics: []string{"capped", "u"}}, herald.Record{Topics: []string{"capped"}}, herald.Record{Topics: []string{"capped"}})
+	head := h.Head()
+	before := collect(t, h, 12, historytest.Prefix("t"))
+	beforeT1 := collect(t, h, 12, herald.Topic("t1"), herald.Topic("t2"))
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	h = open(t, path, Options{Retention: r})
+	defer h.Close()
+	if h.Epoch() != epoch || h.Head() != head {
+		t.Fatalf("after reopen: epoch %q head %d, want %q %d", h.Epoch(), h.Head(), epoch, head)
+	}
+	if got := collect(t, h, 12, historytest.Prefix("t")); len(got) != 48 || !equalRecords(got, before) {
+		t.Errorf("records after reopen differ:\n%v\nwant\n%v", got, before)
+	}
+	if got := collect(t, h, 12, herald.Topic("t1"), herald.Topic("t2")); len(got) != 32 || !equalRecords(got, beforeT1) {
+		t.Errorf("topics t1, t2 after reopen differ: %d records", len(got))
+	}
+	if pos, ok := h.Lookup("id5"); !ok || pos != 46 {
+		t.Errorf("Lookup(id5) = %d, %v; want 46 (the newer of 6 and 46)", pos, ok)
+	}
+	if pos, ok := h.Lookup("id12"); !ok || pos != 53 {
+		t.Errorf("Lookup(id12) = %d, %v; want 53", pos, ok)
+	}
+	if pos, ok := h.Lookup("id11"); !ok || pos != 52 {
+		t.Errorf("Lookup(id11) = %d, %v; want 52", pos, ok)
+	}
+	for _, c := range []struct {
+		after uint64
+		sels  []herald.Selector
+		want  bool
+	}{
+		{11, []herald.Selector{herald.Topic("t0")}, true}, // MaxEvents removed 1 to 12
+		{12, []herald.Selector{herald.Topic("t0")}, false},
+		{capped[0] - 1, []herald.Selector{herald.Topic("u")}, true},
+		{capped[0] - 1, []herald.Selector{herald.Topic("t0")}, false},
+		{capped[0] - 1, []herald.Selector{herald.All{}}, true},
+		{capped[0], []herald.Selector{herald.All{}}, false},
+	} {
+		if got := h.Lost(c.after, c.sels); got != c.want {
+			t.Errorf("after reopen: Lost(%d, %v) = %v, want %v", c.after, c.sels, got, c.want)
+		}
+	}
+	if p := add(t, h, herald.Record{Topics: []string{"t0"}}); p[0] != head+1 {
+		t.Errorf("first position after a clean reopen %d, want %d", p[0], head+1)
+	}
+}
+
+// The retention of the new run applies at Open.
+func TestReopenWithSmallerRetention(t *testing.T) {
+	path := dbPath(t)
+	h := open(t, path, Options{})
+	for i := range 30 {
+		add(t, h, herald.Record{Topics: []string{"a", "c"}, Data: strconv.Itoa(i)})
+	}
+	h.Close()
+	h = open(t, path, Options{Retention: herald.Retention{MaxEvents: 10, PerTopic: map[string]int{"c": 4}}})
+	defer h.Close()
+	got := collect(t, h, 26, herald.Topic("a"))
+	if len(got) != 4 || got[0].Position != 27 {
+		t.Errorf("after reopen with caps: %d records from %d", len(got), got[0].Position)
+	}
+	if !h.Lost(25, []herald.Selector{herald.Topic("a")}) || h.Lost(26, []herald.Selector{herald.Topic("a")}) {
+		t.Error("Lost does not reflect the retention applied at Open")
+	}
+}
+
+func equalRecords(a, b []herald.Record) bool {
+	return slices.EqualFunc(a, b, func(x, y herald.Record) bool {
+		return x.Position == y.Position && x.ID == y.ID && x.Type == y.Type && x.Data == y.Data &&
+			x.Retry == y.Retry && x.Time.Equal(y.Time) && slices.Equal(x.Topics, y.Topics)
+	})
+}
+
+// Records appended but not committed when the process dies are lost, and
+// their positions are never handed out again, whether or not the
+// reservation was crossed meanwhile.
+func TestPositionsNeverReusedAfterCrash(t *testing.T) {
+	for _, block := range []uint64{1 << 16, 16} {
+		t.Run(fmt.Sprint("block=", block), func(t *testing.T) {
+			defer setTuning(maxTxRecords, block)()
+			path := dbPath(t)
+			var handed uint64 // highest position ever handed out
+			var committed []uint64
+			for round := range 6 {
+				h := open(t, path, Options{Sync: SyncNever})
+				if got := h.Head(); len(committed) > 0 && got != committed[len(committed)-1] {
+					t.Fatalf("round %d: Head %d after a crash, want the last committed %d", round, got, committed[len(committed)-1])
+				}
+				for i := range 3*int(block%64) + 5 {
+					p := add(t, h, herald.Record{ID: fmt.Sprint("ok", round, "-", i), Topics: []string{"t"}})
+					if p[0] <= handed {
+						t.Fatalf("round %d: position %d handed out again (already up to %d)", round, p[0], handed)
+					}
+					handed = p[0]
+					committed = append(committed, p[0])
+				}
+				h.pause()
+				h.mu.Lock()
+				room := h.reserved - (h.next - 1)
+				h.mu.Unlock()
+				n := min(room, 7)
+				var waits []func() error
+				for i := range n {
+					recs := []herald.Record{{ID: fmt.Sprint("lost", round, "-", i), Topics: []string{"t"}}}
+					wait, err := h.Append(recs)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if recs[0].Position <= handed {
+						t.Fatalf("round %d: position %d handed out again", round, recs[0].Position)
+					}
+					handed = recs[0].Position
+					waits = append(waits, wait)
+				}
+				if n > 0 {
+					if pos, ok := h.Lookup(fmt.Sprint("lost", round, "-0")); !ok || pos != handed-n+1 {
+						t.Errorf("queued record not visible: %d, %v", pos, ok)
+					}
+				}
+				h.crash()
+				for _, w := range waits {
+					if err := w(); err == nil {
+						t.Error("wait of a record lost in the crash returned nil")
+					}
+				}
+				h = open(t, path, Options{Sync: SyncNever})
+				if _, ok := h.Lookup(fmt.Sprint("lost", round, "-0")); ok && n > 0 {
+					t.Errorf("round %d: a record never committed is found after the crash", round)
+				}
+				if got := positionsOf(collect(t, h, 0, herald.Topic("t"))); !slices.Equal(got, committed) {
+					t.Fatalf("round %d: after the crash the history holds %v, want %v", round, got, committed)
+				}
+				if round%2 == 0 {
+					h.crash() // a crash with nothing queued
+				} else {
+					h.Close()
+				}
+			}
+		})
+	}
+}
+
+func positionsOf(recs []herald.Record) []uint64 {
+	var p []uint64
+	for _, r := range recs {
+		p = append(p, r.Position)
+	}
+	return p
+}
+
+// The hub resumes a subscriber across a restart: the ID of event 1 (one
+// the hub generated) replays events 2 and 3, then live ones.
+func TestHubResumesAfterRestart(t *testing.T) {
+	path := dbPath(t)
+	h := open(t, path, Options{})
+	hub := &herald.Hub{History: h, Heartbeat: -1}
+	var ids []string
+	for i := range 3 {
+		got, err := hub.Publish(herald.Event{Topics: []string{"news"}, Data: fmt.Sprint("event ", i+1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got[0])
+		hub.Publish(herald.Event{Topics: []string{"other"}, Data: "not selected"})
+	}
+	hub.Close()
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	h = open(t, path, Options{})
+	defer h.Close()
+	hub = &herald.Hub{History: h, Heartbeat: -1}
+	defer hub.Close()
+	sub, err := hub.SubscribeWith(herald.SubscribeOptions{Selectors: []herald.Selector{herald.Topic("news")}, LastEventID: ids[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if r := sub.Reset(); r != nil {
+		t.Fatalf("resume after restart: reset %+v", r)
+	}
+	more, _ := hub.Publish(herald.Event{Topics: []string{"news"}, Data: "event 4"})
+	var got strings.Builder
+	if err := sub.Replay(func(frames [][]byte) error {
+		for _, f := range frames {
+			got.Write(f)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	<-sub.Ready()
+	for _, f := range sub.Drain(nil) {
+		got.Write(f)
+	}
+	want := fmt.Sprintf("id: %s\ndata: event 2\n\nid: %s\ndata: event 3\n\nid: %s\ndata: event 4\n\n", ids[1], ids[2], more[0])
+	if got.String() != want {
+		t.Errorf("resumed stream:\n%q\nwant\n%q", got.String(), want)
+	}
+}
+
+// Records queued for the writer are visible to every read.
+func TestQueuedRecordsVisible(t *testing.T) {
+	h := open(t, dbPath(t), Options{})
+	defer h.Close()
+	add(t, h, herald.Record{ID: "a", Topics: []string{"t"}})
+	h.pause()
+	recs := []herald.Record{{ID: "b", Topics: []string{"t"}}, {ID: "c", Topics: []string{"u"}}}
+	wait, err := h.Append(recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Head() != 3 {
+		t.Errorf("Head %d", h.Head())
+	}
+	if pos, ok := h.Lookup("c"); !ok || pos != 3 {
+		t.Errorf("Lookup(c) = %d, %v", pos, ok)
+	}
+	if got := positionsOf(collect(t, h, 0, herald.Topic("t"))); !slices.Equal(got, []uint64{1, 2}) {
+		t.Errorf("Replay(t) = %v", got)
+	}
+	if got := positionsOf(collect(t, h, 1, herald.All{})); !slices.Equal(got, []uint64{2, 3}) {
+		t.Errorf("Replay(*) = %v", got)
+	}
+	h.resume()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Close commits what is queued; Append fails afterwards.
+func TestCloseFlushes(t *testing.T) {
+	path := dbPath(t)
+	h := open(t, path, Options{})
+	h.pause()
+	recs := make([]herald.Record, 1000)
+	for i := range recs {
+		recs[i] = herald.Record{Topics: []string{"t"}, Data: strconv.Itoa(i)}
+	}
+	wait, err := h.Append(recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); err != nil {
+		t.Fatalf("wait after Close: %v", err)
+	}
+	if err := h.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := h.Append(recs[:1]); !errors.Is(err, ErrClosed) {
+		t.Errorf("Append after Close: %v, want ErrClosed", err)
+	}
+	h = open(t, path, Options{})
+	defer h.Close()
+	if got := collect(t, h, 0, herald.Topic("t")); len(got) != 1000 || got[999].Data != "999" {
+		t.Errorf("after reopen: %d records", len(got))
+	}
+}
+
+func TestSecondOpenFailsFast(t *testing.T) {
+	path := dbPath(t)
+	h := open(t, path, Options{})
+	defer h.Close()
+	_, err := Open(path, Options{LockTimeout: 50 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "locked") {
+		t.Errorf("second Open: %v, want a locked error", err)
+	}
+}
+
+// Nothing of the history stays in memory: the heap does not grow with the
+// number of records published, only the file does (up to retention).
+func TestMemoryFlat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 200,000 records")
+	}
+	h := open(t, dbPath(t), Options{Sync: SyncNever, Retention: herald.Retention{MaxEvents: 50_000, MaxBytes: 1 << 30}})
+	defer h.Close()
+	data := strings.Repeat("x", 200)
+	publish := func(n int) {
+		recs := make([]herald.Record, 100)
+		for range n / 100 {
+			for i := range recs {
+				recs[i] = herald.Record{Topics: []string{"t" + strconv.Itoa(i%10)}, Data: data}
+			}
+			add(t, h, recs...)
+		}
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	publish(20_000)
+	base := heap()
+	publish(180_000)
+	if grown := int64(heap()) - int64(base); grown > 4<<20 {
+		t.Errorf("heap grew by %d bytes over 180,000 records of 200 bytes (%d MB of data)", grown, 180_000*200>>20)
+	}
+}
