@@ -1,7 +1,10 @@
 package herald
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -65,6 +68,19 @@ type History interface {
 	Replay(after, upTo uint64, selectors []Selector, fn func([]Record) error) error
 	// Close releases the store.
 	Close() error
+}
+
+// epochLength is the length of NewEpoch's names.
+const epochLength = 12
+
+// NewEpoch returns a fresh random name for a history instance: 12
+// characters of [A-Za-z0-9_], so IDs made of it need no escaping and its
+// separator from the position ('-') never occurs in it. Stores should use
+// it, so the hub can tell another store's IDs from ones nobody issued.
+func NewEpoch() string {
+	var b [9]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return strings.ReplaceAll(base64.RawURLEncoding.EncodeToString(b[:]), "-", "_")
 }
 
 // ErrHistoryLost means records a replay needed were removed by retention

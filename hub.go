@@ -290,10 +290,10 @@ func (h *Hub) appendFrame(dst []byte, r *Record) ([]byte, string) {
 }
 
 // looksLikeEpoch reports whether s could be a history's epoch (see
-// [History].Epoch), so that an ID made of it is another history's rather
-// than one nobody issued.
+// [NewEpoch]), so that an ID made of it is another history's rather than
+// one nobody issued.
 func looksLikeEpoch(s string) bool {
-	if len(s) < 8 {
+	if len(s) != epochLength {
 		return false
 	}
 	for _, c := range []byte(s) {
@@ -308,7 +308,19 @@ func looksLikeEpoch(s string) bool {
 // or why it cannot.
 func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector) (uint64, string) {
 	if lastEventID == Earliest {
-		return 0, ""
+		// Everything retained: start after the last position whose
+		// successors retention has touched. Lost is monotone in its
+		// position, so a binary search finds it.
+		lo, hi := uint64(0), head // Lost(hi) is false: nothing follows the head
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			if h.History.Lost(mid, selectors) {
+				lo = mid + 1
+			} else {
+				hi = mid
+			}
+		}
+		return lo, ""
 	}
 	pos, ok := h.History.Lookup(lastEventID)
 	if !ok {

@@ -1,10 +1,7 @@
 package herald
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 )
@@ -53,14 +50,10 @@ type topicIndex struct {
 // NewMemoryHistory returns an empty history with the given retention
 // (zero fields take the defaults) and a fresh random epoch.
 func NewMemoryHistory(r Retention) *MemoryHistory {
-	var b [9]byte
-	_, _ = rand.Read(b[:])
-	// base64url without '-': the hub separates epoch and position with it.
-	epoch := strings.ReplaceAll(base64.RawURLEncoding.EncodeToString(b[:]), "-", "_")
 	return &MemoryHistory{
 		retention: r.WithDefaults(),
 		now:       time.Now,
-		epoch:     epoch,
+		epoch:     NewEpoch(),
 		byTopic:   make(map[string]*topicIndex),
 		ids:       make(map[string]idEntry),
 		capped:    make(map[string]uint64),

@@ -61,8 +61,6 @@ package bolt
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -300,7 +298,7 @@ func (h *History) load() error {
 		if e := meta.Get(keyEpoch); e != nil {
 			h.epoch = string(e)
 		} else {
-			h.epoch = newEpoch()
+			h.epoch = herald.NewEpoch()
 			if err := meta.Put(keyEpoch, []byte(h.epoch)); err != nil {
 				return err
 			}
@@ -341,13 +339,6 @@ func (h *History) load() error {
 		return fmt.Errorf("bolt: opening %s: %w", h.path, err)
 	}
 	return nil
-}
-
-func newEpoch() string {
-	var b [9]byte
-	_, _ = rand.Read(b[:])
-	// base64url without '-': the hub separates epoch and position with it.
-	return strings.ReplaceAll(base64.RawURLEncoding.EncodeToString(b[:]), "-", "_")
 }
 
 // Path returns the file the history is stored in.

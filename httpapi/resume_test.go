@@ -136,7 +136,7 @@ func TestResumeImpossibleSendsReset(t *testing.T) {
 				{"no-such-id", herald.ResetUnknown},
 				{"garbage", herald.ResetUnknown},
 				{epoch + "-zzzzzz", herald.ResetUnknown}, // not issued yet
-				{"Qk9HVVNfRVBPQ0g-5", herald.ResetForeign},
+				{herald.NewEpoch() + "-5", herald.ResetForeign},
 				{strings.Repeat("x", 5000), herald.ResetUnknown},
 			} {
 				dec := th.get(t, c, url.Values{"topic": {"a"}}, http.Header{"Last-Event-Id": {tc.lastID}})
@@ -189,4 +189,17 @@ func TestChaosResume(t *testing.T) {
 			})
 		})
 	}
+}
+
+// "earliest" replays what is retained even after retention removed older
+// events (it is not an ID that can expire).
+func TestEarliestAfterRetention(t *testing.T) {
+	th := startTransport(t, "engine", func(hub *herald.Hub, _ *httpapi.Handler) {
+		hub.History = herald.NewMemoryHistory(herald.Retention{MaxEvents: 3})
+	})
+	publishN(t, th.hub, "a", 0, 10)
+	dec := th.get(t, th.client(false, nil), url.Values{"topic": {"a"}, "lastEventId": {herald.Earliest}}, nil)
+	expectData(t, dec, "7", "8", "9")
+	publishN(t, th.hub, "a", 10, 11)
+	expectData(t, dec, "10")
 }

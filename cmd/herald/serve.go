@@ -21,6 +21,7 @@ import (
 	"github.com/herald-sse/herald/bolt"
 	"github.com/herald-sse/herald/httpapi"
 	"github.com/herald-sse/herald/metrics"
+	"github.com/herald-sse/herald/sse"
 	"github.com/herald-sse/herald/web"
 )
 
@@ -32,6 +33,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	queueBytes := fs.Int("queue-bytes", herald.DefaultQueueBytes, "`bytes` that may wait for one slow stream before it is dropped")
 	maxBody := fs.Int64("max-body", httpapi.DefaultMaxBodyBytes, "largest publish body in `bytes`")
 	writeTimeout := fs.Duration("write-timeout", httpapi.DefaultWriteTimeout, "how long a stream client may take to accept 64 KiB before it is dropped; 0 disables")
+	retry := fs.Duration("retry", httpapi.DefaultRetry, "reconnection delay sent at the start of every stream; 0 sends none")
+	resetEvent := fs.String("reset-event", httpapi.DefaultResetEvent, "event `type` that starts a stream whose Last-Event-ID cannot be resumed from")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long to wait for streams to end on SIGINT/SIGTERM (a second signal exits at once)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
@@ -64,6 +67,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return usageError(stderr, "--queue-bytes and --max-body must be positive")
 	case *writeTimeout < 0 || *shutdownTimeout < 0:
 		return usageError(stderr, "--write-timeout and --shutdown-timeout must not be negative")
+	case *retry != 0 && *retry < time.Millisecond:
+		return usageError(stderr, "--retry must be 0 (none) or at least 1ms")
+	case *resetEvent == "" || sse.ValidateType(*resetEvent) != nil:
+		return usageError(stderr, "--reset-event must be a non-empty event type without line breaks")
 	case *reusePort && !reusePortSupported:
 		return usageError(stderr, "--reuseport is not supported on %s", runtime.GOOS)
 	case *historyEvents <= 0 || *historyBytes <= 0 || *historyAge <= 0:
@@ -127,11 +134,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		MaxConnections: *maxConns,
 		MaxBodyBytes:   *maxBody,
 		WriteTimeout:   *writeTimeout,
+		Retry:          *retry,
+		ResetEvent:     *resetEvent,
 		Page:           web.Handler(),
 		Logger:         logger,
 	}
 	if *writeTimeout == 0 {
 		handler.WriteTimeout = -1
+	}
+	if *retry == 0 {
+		handler.Retry = -1 // the flag's 0 means none; the Handler's 0 means default
 	}
 	var root http.Handler = handler
 	if *metricsOn {
