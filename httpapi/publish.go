@@ -82,7 +82,11 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")
 		return
 	case err != nil:
-		h.fail(w, r, http.StatusInternalServerError, "publish failed")
+		// The history could not store the events (a full or failing
+		// disk): not acknowledged, so the publisher retries. Live
+		// subscribers may have received them already.
+		w.Header().Set("Retry-After", "5")
+		h.fail(w, r, http.StatusServiceUnavailable, "events not stored: "+err.Error())
 		return
 	}
 	if batch {

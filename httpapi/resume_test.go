@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -202,4 +203,32 @@ func TestEarliestAfterRetention(t *testing.T) {
 	expectData(t, dec, "7", "8", "9")
 	publishN(t, th.hub, "a", 10, 11)
 	expectData(t, dec, "10")
+}
+
+// failingHistory refuses to store anything, as a full disk would.
+type failingHistory struct{ herald.History }
+
+func (failingHistory) Append([]herald.Record) (func() error, error) {
+	return nil, errors.New("no space left on device")
+}
+
+// A publish the history cannot store is not acknowledged: 503 with
+// Retry-After and the reason, so the publisher retries.
+func TestPublishStoreFailureIs503(t *testing.T) {
+	th := startTransport(t, "engine", func(hub *herald.Hub, _ *httpapi.Handler) {
+		hub.History = failingHistory{herald.NewMemoryHistory(herald.Retention{})}
+	})
+	resp, err := th.client(false, nil).Post(th.srv.URL+"/publish", "application/x-www-form-urlencoded", strings.NewReader("topic=a&data=x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Error string }
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body.Error, "no space left") {
+		t.Fatalf("status %d, Retry-After %q, error %q", resp.StatusCode, resp.Header.Get("Retry-After"), body.Error)
+	}
+	if th.logs.take("request rejected") != 1 {
+		t.Error("not logged once")
+	}
 }
