@@ -341,11 +341,17 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	return true
 }
 
+// chunkBuffers holds the 64 KiB buffers of replays on hijacked streams:
+// most streams replay nothing and never take one.
+var chunkBuffers = sync.Pool{New: func() any {
+	b := make([]byte, chunkHeaderRoom+maxChunkPayload+len(chunkTrailer))
+	return &b
+}}
+
 // writeHijackedStart writes the response head, the opening frames and the
 // replay to a hijacked connection, in chunks, with a write deadline per
 // chunk as on the ordinary path.
 func (h *Handler) writeHijackedStart(conn net.Conn, hdr http.Header, sub *herald.Subscriber) error {
-	buf := make([]byte, chunkHeaderRoom+maxChunkPayload+len(chunkTrailer))
 	write := func(b []byte) error {
 		if t := h.writeTimeout(); t > 0 {
 			if err := conn.SetWriteDeadline(time.Now().Add(t)); err != nil {
@@ -355,22 +361,41 @@ func (h *Handler) writeHijackedStart(conn net.Conn, hdr http.Header, sub *herald
 		_, err := conn.Write(b)
 		return err
 	}
-	writeFrames := func(frames [][]byte) error {
+	// Head and opening frames in one write, sized to fit.
+	opening := h.opening(sub)
+	size := 0
+	for _, f := range opening {
+		size += len(f)
+	}
+	start := responseHead(hdr)
+	start = strconv.AppendInt(start, int64(size), 16)
+	start = append(start, "\r\n"...)
+	for _, f := range opening {
+		start = append(start, f...)
+	}
+	start = append(start, chunkTrailer...)
+	if err := write(start); err != nil {
+		return err
+	}
+	var buf *[]byte
+	defer func() {
+		if buf != nil {
+			chunkBuffers.Put(buf)
+		}
+	}()
+	err := sub.Replay(func(frames [][]byte) error {
+		if buf == nil {
+			buf = chunkBuffers.Get().(*[]byte)
+		}
 		cur := frameCursor{frames: frames}
 		for len(cur.frames) > 0 {
-			if err := write(gather(buf, &cur)); err != nil {
+			if err := write(gather(*buf, &cur)); err != nil {
 				return err
 			}
 		}
 		return nil
-	}
-	if err := write(responseHead(hdr)); err != nil {
-		return err
-	}
-	if err := writeFrames(h.opening(sub)); err != nil {
-		return err
-	}
-	if err := sub.Replay(writeFrames); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	return conn.SetWriteDeadline(time.Time{})
