@@ -3,6 +3,7 @@ package herald
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -73,6 +74,9 @@ func (e *Event) Validate() error {
 	if !utf8.ValidString(e.ID) {
 		return invalidEvent("id is not valid UTF-8")
 	}
+	if reason := idProblem(e.ID); reason != "" {
+		return invalidEvent("%s", reason)
+	}
 	if len(e.Type) > MaxTypeLength {
 		return invalidEvent("event type longer than %d bytes", MaxTypeLength)
 	}
@@ -89,6 +93,46 @@ func (e *Event) Validate() error {
 		return invalidEvent("retry must not be negative")
 	}
 	return nil
+}
+
+// idProblem returns why a publisher-supplied id could not be resumed
+// after, or "". Clients send it back in a Last-Event-ID header, where
+// control characters are refused by HTTP servers and surrounding spaces
+// are trimmed; "earliest" means all history; and an id shaped like the
+// hub's own would be read as a position.
+func idProblem(id string) string {
+	if id == "" {
+		return ""
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x20 || id[i] == 0x7f {
+			return "id contains a control character"
+		}
+	}
+	switch {
+	case id[0] == ' ' || id[len(id)-1] == ' ':
+		return "id starts or ends with a space"
+	case id == Earliest:
+		return fmt.Sprintf("id %q is reserved: it asks for all history", Earliest)
+	case looksGenerated(id):
+		return "id has the form of hub-generated ids (12 letters, digits or _, '-', base-36 digits)"
+	}
+	return ""
+}
+
+// looksGenerated reports whether id has the form of an id the hub makes
+// from a history's epoch and a position.
+func looksGenerated(id string) bool {
+	i := strings.LastIndexByte(id, '-')
+	if i < 0 || !looksLikeEpoch(id[:i]) || i+1 == len(id) {
+		return false
+	}
+	for _, c := range []byte(id[i+1:]) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidateTopic reports why name cannot be a topic an event is published to.

@@ -56,15 +56,19 @@ type History interface {
 	// Lookup returns the position of the newest retained record that
 	// carried the publisher-supplied id.
 	Lookup(id string) (uint64, bool)
-	// Lost reports whether retention removed a record after position
-	// after that one of selectors matches, so that a replay from there
-	// would have a gap.
-	Lost(after uint64, selectors []Selector) bool
+	// Lost reports whether a record with after < Position <= upTo that
+	// one of selectors matches is gone (removed by retention, or never
+	// stored because a write failed), so that replaying that range would
+	// have a gap. It may answer true when unsure, never false when such a
+	// record is gone. It is monotone: a smaller after or a larger upTo
+	// never turns true into false.
+	Lost(after, upTo uint64, selectors []Selector) bool
 	// Replay calls fn, in order, for each retained record with
 	// after < Position <= upTo that one of selectors matches, a page at a
 	// time; fn must not keep the slice. It costs in proportion to the
-	// matching records, not to the history. If retention removes records
-	// of the range while it runs, it stops with ErrHistoryLost.
+	// matching records, not to the history. If a matching record of the
+	// range not yet handed to fn is removed while it runs (Lost for the
+	// rest of the range), it stops with ErrHistoryLost.
 	Replay(after, upTo uint64, selectors []Selector, fn func([]Record) error) error
 	// Close releases the store.
 	Close() error

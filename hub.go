@@ -3,6 +3,7 @@ package herald
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,11 @@ var (
 	ErrHubClosed = errors.New("hub closed")
 	// ErrNoSelector means Subscribe was called without any selector.
 	ErrNoSelector = errors.New("no topic selector")
+	// ErrDuplicateID means a publisher-supplied ID is already carried by
+	// a retained event (or twice in one publish): resuming after it would
+	// be ambiguous. A publisher retrying a publish that did succeed gets
+	// it too.
+	ErrDuplicateID = errors.New("event ID already used by a retained event")
 )
 
 // Hub routes published events to subscribers. The zero value is ready to
@@ -196,10 +202,10 @@ func (h *Hub) subscribe(wake func(), selectors []Selector, lastEventID string) (
 		head := h.History.Head()
 		after, reason := h.resumePoint(lastEventID, head, selectors)
 		if reason != "" {
-			s.reset = &Reset{Reason: reason, LastEventID: lastEventID}
-			if head > 0 {
-				s.reset.ResumeID = h.idPrefix + strconv.FormatUint(head, 36)
-			}
+			// Even with nothing published yet the reset carries an ID
+			// (position 0), so a client that drops before the first
+			// event still resumes without missing what came meanwhile.
+			s.reset = &Reset{Reason: reason, LastEventID: lastEventID, ResumeID: h.idPrefix + strconv.FormatUint(head, 36)}
 		} else {
 			s.replayAfter, s.replayUpTo = after, head
 		}
@@ -243,17 +249,43 @@ func (h *Hub) Publish(events ...Event) ([]string, error) {
 	recs := make([]Record, len(events))
 	now := time.Now()
 	for i, e := range events {
-		recs[i] = Record{ID: e.ID, Topics: e.Topics, Type: e.Type, Data: e.Data, Retry: e.Retry, Time: now}
+		// The history keeps the topics: a copy, so the caller may reuse
+		// its slice.
+		recs[i] = Record{ID: e.ID, Topics: slices.Clone(e.Topics), Type: e.Type, Data: e.Data, Retry: e.Retry, Time: now}
 	}
 
+	durable, err := h.publishLocked(recs, ids)
+	if err != nil {
+		return nil, err
+	}
+	if durable != nil {
+		if err := durable(); err != nil {
+			return nil, fmt.Errorf("herald: history: %w", err)
+		}
+	}
+	return ids, nil
+}
+
+// publishLocked appends recs to the history and queues them to
+// subscribers, under the publish lock, and returns the history's wait for
+// durability, to be called after the lock is released.
+func (h *Hub) publishLocked(recs []Record, ids []string) (func() error, error) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.closed {
-		h.mu.Unlock()
 		return nil, ErrHubClosed
+	}
+	for i := range recs {
+		if id := recs[i].ID; id != "" {
+			// An ID is how a client says where it is: two retained
+			// events with one ID would make resuming after it ambiguous.
+			if _, dup := h.History.Lookup(id); dup || slices.ContainsFunc(recs[:i], func(r Record) bool { return r.ID == id }) {
+				return nil, fmt.Errorf("%w: %q", ErrDuplicateID, id)
+			}
+		}
 	}
 	durable, err := h.History.Append(recs)
 	if err != nil {
-		h.mu.Unlock()
 		return nil, fmt.Errorf("herald: history: %w", err)
 	}
 	var frames []byte
@@ -264,14 +296,8 @@ func (h *Hub) Publish(events ...Event) ([]string, error) {
 		// expression keeps the next append from writing into it.
 		h.fanOutLocked(recs[i].Topics, frames[start:len(frames):len(frames)])
 	}
-	h.published.Add(uint64(len(events)))
-	h.mu.Unlock()
-	if durable != nil {
-		if err := durable(); err != nil {
-			return nil, fmt.Errorf("herald: history: %w", err)
-		}
-	}
-	return ids, nil
+	h.published.Add(uint64(len(recs)))
+	return durable, nil
 }
 
 // appendFrame encodes r as it goes on the wire and returns its ID: the
@@ -314,7 +340,7 @@ func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector)
 		lo, hi := uint64(0), head // Lost(hi) is false: nothing follows the head
 		for lo < hi {
 			mid := lo + (hi-lo)/2
-			if h.History.Lost(mid, selectors) {
+			if h.History.Lost(mid, head, selectors) {
 				lo = mid + 1
 			} else {
 				hi = mid
@@ -342,7 +368,7 @@ func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector)
 		}
 		pos = p
 	}
-	if h.History.Lost(pos, selectors) {
+	if h.History.Lost(pos, head, selectors) {
 		return 0, ResetExpired
 	}
 	return pos, ""

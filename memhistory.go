@@ -26,10 +26,16 @@ type MemoryHistory struct {
 	live      int
 	byTopic   map[string]*topicIndex
 	ids       map[string]idEntry
-	dropped   uint64            // highest position removed by the global limits
-	capped    map[string]uint64 // per topic: highest position of a record carrying it removed by a per-topic cap
-	prunedAt  uint64            // dropped when capped was last pruned
-	liveTopic map[string]int    // per capped topic: live records carrying it
+	dropped   uint64         // highest position removed by the global limits: lost to everyone (topics forgotten)
+	holes     []hole         // records removed by a per-topic cap above dropped, ascending
+	liveTopic map[string]int // per capped topic: live records carrying it
+}
+
+// hole is a record removed by a per-topic cap: lost only to subscribers
+// matching one of its topics.
+type hole struct {
+	pos    uint64
+	topics []string
 }
 
 // idEntry is where a publisher-supplied ID points: the newest retained
@@ -56,7 +62,6 @@ func NewMemoryHistory(r Retention) *MemoryHistory {
 		epoch:     NewEpoch(),
 		byTopic:   make(map[string]*topicIndex),
 		ids:       make(map[string]idEntry),
-		capped:    make(map[string]uint64),
 		liveTopic: make(map[string]int),
 	}
 }
@@ -142,25 +147,30 @@ func (m *MemoryHistory) trimLocked() {
 		if r.Topics == nil {
 			m.dead--
 		} else {
-			m.dropped = r.Position
+			m.dropped = max(m.dropped, r.Position) // folded holes may have raised it above r
 			m.forgetLocked(r)
 		}
 
 		*r = Record{}
 		m.start++
 	}
-	// Per-topic marks at or below dropped say nothing dropped does not.
-	// Pruning once dropped has moved by the map's size keeps the map
-	// bounded by what is retained, at constant cost per record.
-	if n := uint64(len(m.capped)); n > 0 && m.dropped-m.prunedAt >= n {
-		for u, pos := range m.capped {
-			if pos <= m.dropped {
-				delete(m.capped, u)
-			}
-		}
-		m.prunedAt = m.dropped
-	}
+	m.forgetHolesLocked()
 	m.compactLocked()
+}
+
+// forgetHolesLocked drops holes that dropped covers, and folds the oldest
+// into dropped while there are more than MaxEvents: bounded memory,
+// paid for with caution (more resumes report a loss).
+func (m *MemoryHistory) forgetHolesLocked() {
+	i := 0
+	for i < len(m.holes) && (m.holes[i].pos <= m.dropped || len(m.holes)-i > m.retention.MaxEvents) {
+		m.dropped = max(m.dropped, m.holes[i].pos)
+		i++
+	}
+	if i > 0 {
+		clear(m.holes[:i])
+		m.holes = m.holes[i:]
+	}
 }
 
 // expireLocked applies the age limit, which time alone can exceed.
@@ -184,12 +194,12 @@ func (m *MemoryHistory) removeOldestOfTopicLocked(t string) {
 		}
 		r := &m.recs[i]
 		// Lost to subscribers of any of its topics, not only t.
-		for _, u := range r.Topics {
-			m.capped[u] = max(m.capped[u], pos)
-		}
+		j, _ := slices.BinarySearchFunc(m.holes, pos, func(h hole, p uint64) int { return cmpPos(h.pos, p) })
+		m.holes = slices.Insert(m.holes, j, hole{pos: pos, topics: r.Topics})
 		m.forgetLocked(r)
 		*r = Record{Position: pos} // tombstone: Topics nil
 		m.dead++
+		m.forgetHolesLocked()
 		return
 	}
 }
@@ -303,25 +313,40 @@ func (m *MemoryHistory) Lookup(id string) (uint64, bool) {
 }
 
 // Lost implements [History]. Records removed by the global limits count
-// as lost to everyone (the history does not remember their topics); those
-// removed by a per-topic cap only to selectors matching that topic.
-func (m *MemoryHistory) Lost(after uint64, selectors []Selector) bool {
+// as lost to everyone (the history no longer knows their topics); those
+// removed by a per-topic cap only to selectors matching one of their
+// topics.
+func (m *MemoryHistory) Lost(after, upTo uint64, selectors []Selector) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.expireLocked()
-	return m.lostLocked(after, selectors)
+	return m.lostLocked(after, upTo, selectors)
 }
 
-func (m *MemoryHistory) lostLocked(after uint64, selectors []Selector) bool {
+func (m *MemoryHistory) lostLocked(after, upTo uint64, selectors []Selector) bool {
+	if after >= upTo {
+		return false
+	}
 	if m.dropped > after {
 		return true
 	}
-	for t, pos := range m.capped {
-		if pos > after && Matches(selectors, []string{t}) {
+	i, _ := slices.BinarySearchFunc(m.holes, after+1, func(h hole, p uint64) int { return cmpPos(h.pos, p) })
+	for ; i < len(m.holes) && m.holes[i].pos <= upTo; i++ {
+		if Matches(selectors, m.holes[i].topics) {
 			return true
 		}
 	}
 	return false
+}
+
+func cmpPos(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // Replay implements [History]. With only Topic selectors it walks those
@@ -342,7 +367,11 @@ func (m *MemoryHistory) Replay(after, upTo uint64, selectors []Selector, fn func
 	for {
 		m.mu.Lock()
 		m.expireLocked()
-		if m.lostLocked(cursor, selectors) {
+		if cursor >= upTo {
+			m.mu.Unlock()
+			return nil
+		}
+		if m.lostLocked(cursor, upTo, selectors) {
 			m.mu.Unlock()
 			return ErrHistoryLost
 		}

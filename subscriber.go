@@ -113,6 +113,11 @@ func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
 	var buf []byte
 	var frames [][]byte
 	return h.History.Replay(s.replayAfter, s.replayUpTo, s.selectors, func(recs []Record) error {
+		if removed, why := s.Removed(); removed && why == ErrSlowSubscriber {
+			// Live events overflowed the queue while the replay ran:
+			// the stream is cut anyway, so stop sending.
+			return ErrSlowSubscriber
+		}
 		buf, frames = buf[:0], frames[:0]
 		for i := range recs {
 			start := len(buf)

@@ -52,3 +52,24 @@ func BenchmarkResume(b *testing.B) {
 		historytest.BenchResume(b, h)
 	})
 }
+
+// Lost after a churning per-topic cap left MaxEvents holes (one per
+// record, each with a unique second topic), for a subscriber none of them
+// concerns.
+//
+//	go test -run '^$' -bench BenchmarkLostChurn ./bolt/
+func BenchmarkLostChurn(b *testing.B) {
+	r := historytest.ChurnRetention()
+	b.Run("memory", func(b *testing.B) {
+		h := herald.NewMemoryHistory(r)
+		defer h.Close()
+		historytest.FillChurn(b, h)
+		historytest.BenchLostChurn(b, h)
+	})
+	b.Run("bolt", func(b *testing.B) {
+		h := open(b, dbPath(b), Options{Retention: r, Sync: SyncNever})
+		defer h.Close()
+		historytest.FillChurn(b, h)
+		historytest.BenchLostChurn(b, h)
+	})
+}

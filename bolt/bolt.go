@@ -16,8 +16,18 @@
 //
 // Memory stays flat whatever the history's size: besides bbolt's mapped
 // file (page cache, not heap), the store keeps only the queue, bounded
-// (Append waits for the disk when the writer is far behind), and a counter
-// per capped topic.
+// (Append waits for the disk when the writer is far behind), with an
+// index of its publisher IDs, a counter per capped topic, and the holes
+// of failed commits until they are persisted (at most MaxEvents).
+//
+// # Failed commits
+//
+// If a transaction fails (the disk is full, say), the publishes of its
+// records fail, but subscribers already received them and the head moved
+// past them. Their positions become holes at once (see Layout): a client
+// resuming over one of them, on a matching selector, is told that events
+// were lost instead of skipping them. The holes are persisted by the next
+// transaction that commits.
 //
 // # What an acknowledged publish guarantees
 //
@@ -53,10 +63,19 @@
 // "topics" holds topic + 0x00 + big-endian position for each topic of each
 // record, so a replay for topic selectors seeks to each topic and walks
 // only its records; "ids" holds id + 0x00 + big-endian position for
-// publisher-supplied IDs; "meta" keeps the epoch, the committed head, the
-// reservation, the record count and bytes, and the highest position
-// removed by a global limit; "lost" and "lostpos" record, per topic, the
-// highest position removed by a per-topic cap from a record carrying it.
+// publisher-supplied IDs; "meta" keeps the format version, the epoch, the
+// committed head, the reservation, the record count and bytes, the number
+// of holes, and "dropped": every position up to it counts as lost to
+// everyone (it is the highest position removed by a global limit, raised
+// when holes are folded into it). "holes" maps the big-endian position of
+// a record removed by a per-topic cap, or never stored because its commit
+// failed, to its encoded topics: it is lost only to selectors matching
+// one of them. "holetopics" indexes them as topic + 0x00 + big-endian
+// position, so Lost for topic selectors seeks instead of scanning. Holes
+// at or below dropped are deleted, and while there are more than
+// MaxEvents the oldest is folded into dropped: they stay bounded, paid
+// for with caution (more resumes report a loss), as in
+// [herald.MemoryHistory].
 package bolt
 
 import (
@@ -68,6 +87,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-sse/herald"
@@ -135,13 +155,19 @@ var (
 // transaction is open while fn runs.
 const pageSize = 256
 
-const formatVersion = 1
+// formatVersion 2 replaced version 1's per-topic loss marks ("lost",
+// "lostpos") with holes; Open converts a version 1 file.
+const formatVersion = 2
 
 var (
-	bucketMeta    = []byte("meta")
-	bucketRecords = []byte("records")
-	bucketTopics  = []byte("topics")
-	bucketIDs     = []byte("ids")
+	bucketMeta       = []byte("meta")
+	bucketRecords    = []byte("records")
+	bucketTopics     = []byte("topics")
+	bucketIDs        = []byte("ids")
+	bucketHoles      = []byte("holes")
+	bucketHoleTopics = []byte("holetopics")
+
+	// Version 1 only.
 	bucketLost    = []byte("lost")
 	bucketLostPos = []byte("lostpos")
 
@@ -152,6 +178,7 @@ var (
 	keyCount    = []byte("count")
 	keyBytes    = []byte("bytes")
 	keyDropped  = []byte("dropped")
+	keyHoles    = []byte("holes")
 )
 
 // History is a [herald.History] in a bbolt file. Its methods are safe for
@@ -166,19 +193,23 @@ type History struct {
 	mu          sync.Mutex
 	cond        *sync.Cond // broadcast when the writer finished a flush or the history closes
 	closed      bool
-	head        uint64    // last position handed out
-	next        uint64    // next position to hand out
-	reserved    uint64    // durable reservation: positions up to it may be handed out
-	wantReserve uint64    // reservation the writer should persist
-	resErr      error     // why the last reservation failed, until one succeeds
-	queue       []*batch  // appended, not yet committed, in position order
-	queued      int       // records in queue
-	queuedBytes int       // their sizes
-	front       time.Time // Time of the oldest retained record, zero if none
-	started     uint64    // flushes the writer began
-	finished    uint64    // flushes it completed
-	paused      bool      // test hook: the writer leaves the queue alone
-	crashing    bool      // test hook: the writer stops without flushing
+	head        uint64            // last position handed out
+	next        uint64            // next position to hand out
+	reserved    uint64            // durable reservation: positions up to it may be handed out
+	wantReserve uint64            // reservation the writer should persist
+	resErr      error             // why the last reservation failed, until one succeeds
+	queue       []*batch          // appended, not yet committed, in position order
+	queued      int               // records in queue
+	queuedBytes int               // their sizes
+	queuedIDs   map[string]uint64 // publisher ID -> newest queued position carrying it
+	failed      []hole            // records of failed commits, ascending, not yet persisted as holes
+	failDropped uint64            // positions up to it are lost (failed holes folded), not yet persisted
+	front       time.Time         // Time of the oldest retained record, zero if none
+	started     uint64            // flushes the writer began
+	finished    uint64            // flushes it completed
+	paused      bool              // test hook: the writer leaves the queue alone
+	crashing    bool              // test hook: the writer stops without flushing
+	failCommits atomic.Int32      // test hook: that many commits fail
 
 	kick chan struct{} // 1 slot: work for the writer
 	stop chan struct{}
@@ -190,10 +221,10 @@ type History struct {
 // state is the committed bookkeeping, persisted in "meta" except capCount,
 // counted at Open.
 type state struct {
-	head, reserved, count, dropped uint64
-	bytes                          int64
-	capCount                       map[string]int // live records per capped topic
-	front                          time.Time      // Time of the first record
+	head, reserved, count, dropped, holes uint64
+	bytes                                 int64
+	capCount                              map[string]int // live records per capped topic
+	front                                 time.Time      // Time of the first record
 }
 
 func (s *state) clone() state {
@@ -203,6 +234,13 @@ func (s *state) clone() state {
 		c.capCount[k] = v
 	}
 	return c
+}
+
+// hole is a record removed by a per-topic cap, or never stored because
+// its commit failed: lost to the selectors matching one of its topics.
+type hole struct {
+	pos    uint64
+	topics []string
 }
 
 // batch is records appended together; their publishers wait on done.
@@ -253,6 +291,7 @@ func Open(path string, opts Options) (*History, error) {
 		path:      path,
 		retention: opts.Retention.WithDefaults(),
 		noSync:    opts.Sync == SyncNever,
+		queuedIDs: make(map[string]uint64),
 		kick:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -264,7 +303,7 @@ func Open(path string, opts Options) (*History, error) {
 	}
 	// Apply the retention, which may have changed since the last run.
 	for {
-		more, err := h.commit(nil, 0)
+		more, err := h.commit(nil, 0, nil, 0)
 		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("bolt: applying retention: %w", err)
@@ -282,17 +321,22 @@ func Open(path string, opts Options) (*History, error) {
 // block of positions.
 func (h *History) load() error {
 	err := h.db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketRecords, bucketTopics, bucketIDs, bucketLost, bucketLostPos} {
+		for _, name := range [][]byte{bucketMeta, bucketRecords, bucketTopics, bucketIDs, bucketHoles, bucketHoleTopics} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keyVersion); v == nil {
+		switch v := meta.Get(keyVersion); {
+		case v == nil:
 			if err := meta.Put(keyVersion, u64(formatVersion)); err != nil {
 				return err
 			}
-		} else if getU64(v) != formatVersion {
+		case getU64(v) == 1:
+			if err := upgradeV1(tx); err != nil {
+				return err
+			}
+		case getU64(v) != formatVersion:
 			return fmt.Errorf("bolt: %s has format version %d, this herald reads %d", h.path, getU64(v), formatVersion)
 		}
 		if e := meta.Get(keyEpoch); e != nil {
@@ -309,6 +353,7 @@ func (h *History) load() error {
 			count:    getU64(meta.Get(keyCount)),
 			bytes:    int64(getU64(meta.Get(keyBytes))),
 			dropped:  getU64(meta.Get(keyDropped)),
+			holes:    getU64(meta.Get(keyHoles)),
 			capCount: make(map[string]int),
 		}
 		topics := tx.Bucket(bucketTopics).Cursor()
@@ -339,6 +384,36 @@ func (h *History) load() error {
 		return fmt.Errorf("bolt: opening %s: %w", h.path, err)
 	}
 	return nil
+}
+
+// upgradeV1 converts a version 1 file: its per-topic marks (the highest
+// position removed by a cap from a record carrying the topic) do not say
+// which positions below them are gone, so they are folded into dropped,
+// which is cautious: resumes from before the highest of them report a
+// loss once.
+func upgradeV1(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	dropped := getU64(meta.Get(keyDropped))
+	if lost := tx.Bucket(bucketLost); lost != nil {
+		if err := lost.ForEach(func(_, v []byte) error {
+			dropped = max(dropped, getU64(v))
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	for _, name := range [][]byte{bucketLost, bucketLostPos} {
+		if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return err
+		}
+	}
+	if err := meta.Put(keyDropped, u64(dropped)); err != nil {
+		return err
+	}
+	if err := meta.Put(keyHoles, u64(0)); err != nil {
+		return err
+	}
+	return meta.Put(keyVersion, u64(formatVersion))
 }
 
 // Path returns the file the history is stored in.
@@ -419,6 +494,9 @@ func (h *History) Append(recs []herald.Record) (func() error, error) {
 		if r.Time.IsZero() {
 			r.Time = now
 		}
+		if r.ID != "" {
+			h.queuedIDs[r.ID] = r.Position
+		}
 		r.Topics = slices.Clone(r.Topics)
 		b.recs = append(b.recs, r)
 	}
@@ -489,6 +567,10 @@ func (h *History) flush() bool {
 	}
 	wantReserve := h.wantReserve
 	expire := !h.front.IsZero() && h.front.Before(time.Now().Add(-h.retention.MaxAge))
+	// Only the writer adds failed holes: those of this snapshot are the
+	// ones this transaction persists.
+	failed := slices.Clone(h.failed)
+	failDropped := h.failDropped
 	h.started++
 	gen := h.started
 	h.mu.Unlock()
@@ -507,8 +589,8 @@ func (h *History) flush() bool {
 		reserved  = h.st.reserved
 		committed = false
 	)
-	if len(recs) > 0 || wantReserve > reserved || expire {
-		more, err = h.commit(recs, wantReserve)
+	if len(recs) > 0 || wantReserve > reserved || expire || len(failed) > 0 || failDropped > 0 {
+		more, err = h.commit(recs, wantReserve, failed, failDropped)
 		committed = err == nil
 	}
 	var resErr error
@@ -519,6 +601,34 @@ func (h *History) flush() bool {
 	}
 
 	h.mu.Lock()
+	for _, b := range take {
+		for i := range b.recs {
+			r := &b.recs[i]
+			if p, ok := h.queuedIDs[r.ID]; ok && p <= r.Position {
+				delete(h.queuedIDs, r.ID) // no newer queued record carries it
+			}
+		}
+	}
+	if committed {
+		// The holes are on disk now.
+		clear(h.failed[:len(failed)])
+		h.failed = h.failed[len(failed):]
+		if h.failDropped <= h.st.dropped {
+			h.failDropped = 0
+		}
+	}
+	if err != nil {
+		// The records were delivered and their positions handed out:
+		// they are holes from now on, so no resume silently skips them.
+		for _, r := range recs {
+			h.failed = append(h.failed, hole{pos: r.Position, topics: r.Topics})
+		}
+		if n := len(h.failed) - h.retention.MaxEvents; n > 0 {
+			h.failDropped = max(h.failDropped, h.failed[n-1].pos)
+			clear(h.failed[:n])
+			h.failed = h.failed[n:]
+		}
+	}
 	k := copy(h.queue, h.queue[len(take):])
 	clear(h.queue[k:])
 	h.queue = h.queue[:k]
@@ -556,24 +666,31 @@ func (h *History) flush() bool {
 	return more
 }
 
-// commit writes recs and applies retention in one transaction, updating
-// h.st if it commits. It reports whether the global limits still need
-// another transaction.
-func (h *History) commit(recs []herald.Record, reserve uint64) (more bool, err error) {
+// commit writes the holes of failed commits (failed, and the positions
+// up to failDropped) and recs, and applies retention, in one transaction,
+// updating h.st if it commits. It reports whether the global limits still
+// need another transaction.
+func (h *History) commit(recs []herald.Record, reserve uint64, failed []hole, failDropped uint64) (more bool, err error) {
 	st := h.st.clone()
 	st.reserved = max(st.reserved, reserve)
 	err = h.db.Update(func(tx *bbolt.Tx) error {
 		w := writeTx{
-			h:       h,
-			st:      &st,
-			meta:    tx.Bucket(bucketMeta),
-			records: tx.Bucket(bucketRecords),
-			topics:  tx.Bucket(bucketTopics),
-			ids:     tx.Bucket(bucketIDs),
-			lost:    tx.Bucket(bucketLost),
-			lostPos: tx.Bucket(bucketLostPos),
+			h:          h,
+			st:         &st,
+			meta:       tx.Bucket(bucketMeta),
+			records:    tx.Bucket(bucketRecords),
+			topics:     tx.Bucket(bucketTopics),
+			ids:        tx.Bucket(bucketIDs),
+			holes:      tx.Bucket(bucketHoles),
+			holeTopics: tx.Bucket(bucketHoleTopics),
 		}
 		w.records.FillPercent = 1 // keys only ever grow
+		st.dropped = max(st.dropped, failDropped)
+		for _, x := range failed {
+			if err := w.addHole(x.pos, x.topics); err != nil {
+				return err
+			}
+		}
 		for i := range recs {
 			if err := w.insert(&recs[i]); err != nil {
 				return err
@@ -595,6 +712,9 @@ func (h *History) commit(recs []herald.Record, reserve uint64) (more bool, err e
 			return err
 		}
 		more = more || trimmed
+		if h.failCommits.Load() > 0 && h.failCommits.Add(-1) >= 0 {
+			return errInjected
+		}
 		return w.finish()
 	})
 	if err == nil {
@@ -603,13 +723,14 @@ func (h *History) commit(recs []herald.Record, reserve uint64) (more bool, err e
 	return more, err
 }
 
+// errInjected is the failure of a commit the failCommits hook fails.
+var errInjected = errors.New("injected failure")
+
 // writeTx is the work of one write transaction.
 type writeTx struct {
-	h                                         *History
-	st                                        *state
-	meta, records, topics, ids, lost, lostPos *bbolt.Bucket
-	key                                       []byte
-	buf                                       []byte
+	h                                             *History
+	st                                            *state
+	meta, records, topics, ids, holes, holeTopics *bbolt.Bucket
 }
 
 func (w *writeTx) insert(r *herald.Record) error {
@@ -667,8 +788,8 @@ func (w *writeTx) removeOldestOf(t string) error {
 }
 
 // remove deletes the record at pos and its index entries. A record
-// removed by a cap is marked lost for each of its topics; one removed by
-// a global limit (always the oldest) for everyone.
+// removed by a cap becomes a hole; one removed by a global limit (always
+// the oldest) is lost to everyone.
 func (w *writeTx) remove(pos uint64, byCap bool) error {
 	pk := u64(pos)
 	v := w.records.Get(pk)
@@ -692,11 +813,6 @@ func (w *writeTx) remove(pos uint64, byCap bool) error {
 		if _, ok := w.st.capCount[t]; ok {
 			w.st.capCount[t]--
 		}
-		if byCap {
-			if err := w.markLost(t, pos); err != nil {
-				return err
-			}
-		}
 	}
 	if r.ID != "" {
 		if err := w.ids.Delete(indexKey(r.ID, pk)); err != nil {
@@ -705,27 +821,69 @@ func (w *writeTx) remove(pos uint64, byCap bool) error {
 	}
 	w.st.count--
 	w.st.bytes -= int64(r.Size())
-	if !byCap {
-		w.st.dropped = max(w.st.dropped, pos)
+	if byCap {
+		// Lost to subscribers of any of its topics, not only the capped one.
+		return w.addHole(pos, r.Topics)
 	}
+	w.st.dropped = max(w.st.dropped, pos)
 	return nil
 }
 
-// markLost records that a record carrying t at pos was removed by a cap.
-func (w *writeTx) markLost(t string, pos uint64) error {
-	old := w.lost.Get([]byte(t))
-	if old != nil {
-		if getU64(old) >= pos {
-			return nil
+// addHole records that the record at pos with topics is gone, unless
+// dropped covers it, and keeps the holes bounded.
+func (w *writeTx) addHole(pos uint64, topics []string) error {
+	if pos <= w.st.dropped {
+		return nil
+	}
+	pk := u64(pos)
+	if w.holes.Get(pk) != nil {
+		return nil // cannot happen: a position is removed once
+	}
+	if err := w.holes.Put(pk, encodeTopics(nil, topics)); err != nil {
+		return err
+	}
+	for i, t := range topics {
+		if slices.Contains(topics[:i], t) {
+			continue
 		}
-		if err := w.lostPos.Delete(lostPosKey(getU64(old), t)); err != nil {
+		if err := w.holeTopics.Put(indexKey(t, pk), nil); err != nil {
 			return err
 		}
 	}
-	if err := w.lost.Put([]byte(t), u64(pos)); err != nil {
-		return err
+	w.st.holes++
+	return w.forgetHoles()
+}
+
+// forgetHoles deletes the holes that dropped covers, and folds the oldest
+// into dropped while there are more than MaxEvents.
+func (w *writeTx) forgetHoles() error {
+	c := w.holes.Cursor()
+	var topics []string
+	for k, v := c.First(); k != nil; k, v = c.First() {
+		pos := binary.BigEndian.Uint64(k)
+		if pos > w.st.dropped && w.st.holes <= uint64(w.h.retention.MaxEvents) {
+			break
+		}
+		var err error
+		topics, err = decodeTopicList(topics[:0], v, nil)
+		if err != nil {
+			return fmt.Errorf("hole %d: %w", pos, err)
+		}
+		for _, t := range topics {
+			if err := w.holeTopics.Delete(indexKey(t, k)); err != nil {
+				return err
+			}
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+		w.st.holes--
+		w.st.dropped = max(w.st.dropped, pos)
 	}
-	return w.lostPos.Put(lostPosKey(pos, t), nil)
+	if k, _ := c.First(); k == nil {
+		w.st.holes = 0 // the count can only be wrong in a damaged file
+	}
+	return nil
 }
 
 // trim removes the oldest records while a global limit is exceeded, at
@@ -750,20 +908,8 @@ func (w *writeTx) trim(budget int) (bool, error) {
 	if _, v := c.First(); v != nil {
 		w.st.front = decodeTime(v)
 	}
-	// Marks at or below dropped say nothing more than dropped does.
-	lc := w.lostPos.Cursor()
-	for k, _ := lc.First(); k != nil && binary.BigEndian.Uint64(k) <= w.st.dropped; k, _ = lc.First() {
-		t := k[8:]
-		if v := w.lost.Get(t); v != nil && getU64(v) <= w.st.dropped {
-			if err := w.lost.Delete(t); err != nil {
-				return false, err
-			}
-		}
-		if err := w.lostPos.Delete(k); err != nil {
-			return false, err
-		}
-	}
-	return false, nil
+	// Holes at or below dropped say nothing more than dropped does.
+	return false, w.forgetHoles()
 }
 
 func (w *writeTx) finish() error {
@@ -772,7 +918,7 @@ func (w *writeTx) finish() error {
 		v uint64
 	}{
 		{keyHead, w.st.head}, {keyReserved, w.st.reserved}, {keyCount, w.st.count},
-		{keyBytes, uint64(w.st.bytes)}, {keyDropped, w.st.dropped},
+		{keyBytes, uint64(w.st.bytes)}, {keyDropped, w.st.dropped}, {keyHoles, w.st.holes},
 	} {
 		if err := w.meta.Put(kv.k, u64(kv.v)); err != nil {
 			return err
@@ -804,17 +950,11 @@ func (h *History) Lookup(id string) (uint64, bool) {
 	}
 	h.expireDue()
 	h.mu.Lock()
-	for i := len(h.queue) - 1; i >= 0; i-- {
-		recs := h.queue[i].recs
-		for j := len(recs) - 1; j >= 0; j-- {
-			if recs[j].ID == id {
-				h.mu.Unlock()
-				return recs[j].Position, true
-			}
-		}
-	}
+	pos, ok := h.queuedIDs[id]
 	h.mu.Unlock()
-	var pos uint64
+	if ok {
+		return pos, true
+	}
 	var found bool
 	_ = h.db.View(func(tx *bbolt.Tx) error {
 		prefix := append([]byte(id), 0)
@@ -834,16 +974,45 @@ func (h *History) Lookup(id string) (uint64, bool) {
 }
 
 // Lost implements [herald.History]. Records removed by the global limits
-// are lost to everyone; those removed by a per-topic cap to the selectors
-// matching one of their topics.
-func (h *History) Lost(after uint64, selectors []herald.Selector) bool {
+// are lost to everyone; those removed by a per-topic cap, or whose commit
+// failed, to the selectors matching one of their topics.
+func (h *History) Lost(after, upTo uint64, selectors []herald.Selector) bool {
+	if after >= upTo {
+		return false
+	}
 	h.expireDue()
-	lost := true
+	// The failed holes before the file: the writer deletes them from
+	// memory only once a transaction persisted them.
+	h.mu.Lock()
+	lost := h.failedLostLocked(after, upTo, selectors)
+	h.mu.Unlock()
+	if lost {
+		return true
+	}
+	lost = true
 	_ = h.db.View(func(tx *bbolt.Tx) error {
-		lost = lostIn(tx, after, selectors, topicNames(selectors))
+		lost = lostIn(tx, after, upTo, selectors, topicNames(selectors))
 		return nil
 	})
 	return lost
+}
+
+// failedLostLocked is Lost for the holes of failed commits not yet
+// persisted.
+func (h *History) failedLostLocked(after, upTo uint64, selectors []herald.Selector) bool {
+	if after >= upTo {
+		return false
+	}
+	if h.failDropped > after {
+		return true
+	}
+	i := sort.Search(len(h.failed), func(i int) bool { return h.failed[i].pos > after })
+	for ; i < len(h.failed) && h.failed[i].pos <= upTo; i++ {
+		if herald.Matches(selectors, h.failed[i].topics) {
+			return true
+		}
+	}
+	return false
 }
 
 // topicNames returns the distinct names of selectors if they are all
@@ -862,22 +1031,34 @@ func topicNames(selectors []herald.Selector) []string {
 	return names
 }
 
-func lostIn(tx *bbolt.Tx, after uint64, selectors []herald.Selector, topics []string) bool {
+// lostIn is Lost as committed: dropped, then the holes in (after, upTo],
+// through the "holetopics" index if topics (the names of selectors) is
+// not nil.
+func lostIn(tx *bbolt.Tx, after, upTo uint64, selectors []herald.Selector, topics []string) bool {
+	if after >= upTo {
+		return false
+	}
 	if getU64(tx.Bucket(bucketMeta).Get(keyDropped)) > after {
 		return true
 	}
+	from := u64(after + 1)
 	if topics != nil {
-		lost := tx.Bucket(bucketLost)
+		c := tx.Bucket(bucketHoleTopics).Cursor()
 		for _, t := range topics {
-			if v := lost.Get([]byte(t)); v != nil && getU64(v) > after {
+			prefix := topicPrefix(t)
+			k, _ := c.Seek(append(prefix, from...))
+			if k != nil && isTopicKey(k, prefix) && binary.BigEndian.Uint64(k[len(prefix):]) <= upTo {
 				return true
 			}
 		}
 		return false
 	}
-	c := tx.Bucket(bucketLostPos).Cursor()
-	for k, _ := c.Seek(u64(after + 1)); k != nil; k, _ = c.Next() {
-		if herald.Matches(selectors, []string{string(k[8:])}) {
+	var names []string
+	c := tx.Bucket(bucketHoles).Cursor()
+	for k, v := c.Seek(from); k != nil && binary.BigEndian.Uint64(k) <= upTo; k, v = c.Next() {
+		var err error
+		names, err = decodeTopicList(names[:0], v, nil)
+		if err != nil || herald.Matches(selectors, names) {
 			return true
 		}
 	}
@@ -892,16 +1073,19 @@ func (h *History) Replay(after, upTo uint64, selectors []herald.Selector, fn fun
 	topics := topicNames(selectors)
 	page := make([]herald.Record, 0, pageSize)
 	var pending []herald.Record
+	// Only (cursor, upTo] matters: what was handed to fn may go.
 	for cursor := after; cursor < upTo; {
 		h.expireDue()
 		// Snapshot the queue before the transaction: what the writer
 		// commits in between is then in the transaction.
-		var truncated bool
-		pending, truncated = h.pendingPage(pending[:0], cursor, upTo, selectors)
+		pending, truncated, lost := h.pendingPage(pending[:0], cursor, upTo, selectors)
+		if lost {
+			return herald.ErrHistoryLost
+		}
 		var scanned uint64
 		page = page[:0]
 		err := h.db.View(func(tx *bbolt.Tx) error {
-			if lostIn(tx, cursor, selectors, topics) {
+			if lostIn(tx, cursor, upTo, selectors, topics) {
 				return herald.ErrHistoryLost
 			}
 			limit := min(upTo, getU64(tx.Bucket(bucketMeta).Get(keyHead)))
@@ -957,10 +1141,13 @@ func (h *History) Replay(after, upTo uint64, selectors []herald.Selector, fn fun
 
 // pendingPage appends to page the queued records after cursor up to upTo
 // that selectors match, at most a page of them; truncated says whether it
-// stopped for that.
-func (h *History) pendingPage(page []herald.Record, cursor, upTo uint64, selectors []herald.Selector) ([]herald.Record, bool) {
+// stopped for that, lost whether a failed commit left a hole there.
+func (h *History) pendingPage(page []herald.Record, cursor, upTo uint64, selectors []herald.Selector) (_ []herald.Record, truncated, lost bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.failedLostLocked(cursor, upTo, selectors) {
+		return page, false, true
+	}
 	for _, b := range h.queue {
 		recs := b.recs
 		if recs[len(recs)-1].Position <= cursor {
@@ -969,17 +1156,17 @@ func (h *History) pendingPage(page []herald.Record, cursor, upTo uint64, selecto
 		i := sort.Search(len(recs), func(i int) bool { return recs[i].Position > cursor })
 		for _, r := range recs[i:] {
 			if r.Position > upTo {
-				return page, false
+				return page, false, false
 			}
 			if herald.Matches(selectors, r.Topics) {
 				if len(page) == pageSize {
-					return page, true
+					return page, true, false
 				}
 				page = append(page, r)
 			}
 		}
 	}
-	return page, false
+	return page, false, false
 }
 
 // pageByTopic merges the index entries of topics after cursor up to
@@ -1176,21 +1363,50 @@ func decodeTopics(dst []string, v []byte, names map[string]string) ([]string, er
 	d.varint()
 	d.skip()
 	d.skip()
+	if d.bad {
+		return dst, errCorrupt
+	}
+	return decodeTopicList(dst, d.b, names)
+}
+
+// encodeTopics appends a hole's value: the count of topics, then each.
+func encodeTopics(dst []byte, topics []string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(topics)))
+	for _, t := range topics {
+		dst = appendString(dst, t)
+	}
+	return dst
+}
+
+// decodeTopicList appends the topics encoded at the start of v (as
+// encodeTopics does) to dst, as strings from names (adding those
+// missing), or if names is nil as substrings of one copy of v.
+func decodeTopicList(dst []string, v []byte, names map[string]string) ([]string, error) {
+	d := decoder{b: v}
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
 		return dst, errCorrupt
 	}
+	var all string
+	if names == nil {
+		all = string(d.b) // one allocation for all the topics
+	}
 	for range n {
 		b := d.bytes()
+		if d.bad {
+			return dst, errCorrupt
+		}
+		if names == nil {
+			end := len(all) - len(d.b)
+			dst = append(dst, all[end-len(b):end])
+			continue
+		}
 		s, ok := names[string(b)]
 		if !ok {
 			s = string(b)
 			names[s] = s
 		}
 		dst = append(dst, s)
-	}
-	if d.bad {
-		return dst, errCorrupt
 	}
 	return dst, nil
 }
@@ -1256,5 +1472,3 @@ func indexKey(name string, pos []byte) []byte {
 func isTopicKey(k, prefix []byte) bool {
 	return len(k) == len(prefix)+8 && bytes.HasPrefix(k, prefix)
 }
-
-func lostPosKey(pos uint64, t string) []byte { return append(u64(pos), t...) }

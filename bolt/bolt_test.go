@@ -13,6 +13,7 @@ import (
 
 	"github.com/herald-sse/herald"
 	"github.com/herald-sse/herald/internal/historytest"
+	bbolt "go.etcd.io/bbolt"
 )
 
 func open(t testing.TB, path string, opts Options) *History {
@@ -134,7 +135,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 		{capped[0] - 1, []herald.Selector{herald.All{}}, true},
 		{capped[0], []herald.Selector{herald.All{}}, false},
 	} {
-		if got := h.Lost(c.after, c.sels); got != c.want {
+		if got := h.Lost(c.after, h.Head(), c.sels); got != c.want {
 			t.Errorf("after reopen: Lost(%d, %v) = %v, want %v", c.after, c.sels, got, c.want)
 		}
 	}
@@ -157,7 +158,7 @@ func TestReopenWithSmallerRetention(t *testing.T) {
 	if len(got) != 4 || got[0].Position != 27 {
 		t.Errorf("after reopen with caps: %d records from %d", len(got), got[0].Position)
 	}
-	if !h.Lost(25, []herald.Selector{herald.Topic("a")}) || h.Lost(26, []herald.Selector{herald.Topic("a")}) {
+	if !h.Lost(25, h.Head(), []herald.Selector{herald.Topic("a")}) || h.Lost(26, h.Head(), []herald.Selector{herald.Topic("a")}) {
 		t.Error("Lost does not reflect the retention applied at Open")
 	}
 }
@@ -398,5 +399,293 @@ func TestMemoryFlat(t *testing.T) {
 	publish(180_000)
 	if grown := int64(heap()) - int64(base); grown > 4<<20 {
 		t.Errorf("heap grew by %d bytes over 180,000 records of 200 bytes (%d MB of data)", grown, 180_000*200>>20)
+	}
+}
+
+// A failed commit (a full disk, say) fails its publishes, but subscribers
+// already received the records and the head moved past them: their
+// positions are holes at once, persisted by the next commit, so resuming
+// over them reports a loss to the selectors matching them.
+func TestFailedCommitLeavesHoles(t *testing.T) {
+	path := dbPath(t)
+	h := open(t, path, Options{})
+	before := add(t, h, herald.Record{ID: "a", Topics: []string{"t"}}, herald.Record{Topics: []string{"u"}})
+	h.failNextCommits(1)
+	failed := []herald.Record{{ID: "f1", Topics: []string{"t"}}, {ID: "f2", Topics: []string{"u", "w"}}}
+	wait, err := h.Append(failed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); !errors.Is(err, errInjected) {
+		t.Fatalf("wait of a failed commit: %v, want the injected failure", err)
+	}
+	f1, f2 := failed[0].Position, failed[1].Position
+	if h.Head() != f2 {
+		t.Errorf("Head %d after the failed commit, want %d: its positions were handed out", h.Head(), f2)
+	}
+	last := before[1]
+	check := func(when string) {
+		t.Helper()
+		head := f2 // the ranges over the first failure
+		for _, c := range []struct {
+			after, upTo uint64
+			sels        []herald.Selector
+			want        bool
+		}{
+			{last, head, []herald.Selector{herald.Topic("t")}, true},
+			{last, f1, []herald.Selector{herald.Topic("t")}, true},
+			{last, f1, []herald.Selector{herald.Topic("u")}, false},
+			{last, head, []herald.Selector{herald.Topic("w")}, true},
+			{f1, head, []herald.Selector{herald.Topic("u")}, true},
+			{f1, head, []herald.Selector{herald.Topic("t")}, false},
+			{last, head, []herald.Selector{herald.Topic("v")}, false},
+			{last, head, []herald.Selector{historytest.Prefix("w")}, true},
+			{last, head, []herald.Selector{historytest.Prefix("v")}, false},
+			{last, head, []herald.Selector{herald.All{}}, true},
+			{0, last, []herald.Selector{herald.All{}}, false},
+		} {
+			if got := h.Lost(c.after, c.upTo, c.sels); got != c.want {
+				t.Errorf("%s: Lost(%d, %d, %v) = %v, want %v", when, c.after, c.upTo, c.sels, got, c.want)
+			}
+		}
+		for _, sl := range [][]herald.Selector{{herald.Topic("t")}, {herald.All{}}, {historytest.Prefix("w")}} {
+			err := h.Replay(last, head, sl, func([]herald.Record) error { return nil })
+			if !errors.Is(err, herald.ErrHistoryLost) {
+				t.Errorf("%s: Replay(%d, %d, %v) over a failed record: %v, want ErrHistoryLost", when, last, head, sl, err)
+			}
+		}
+		var got []uint64
+		err := h.Replay(0, last, []herald.Selector{herald.Topic("t"), herald.Topic("u")}, func(page []herald.Record) error {
+			got = append(got, positionsOf(page)...)
+			return nil
+		})
+		if err != nil || !slices.Equal(got, before) {
+			t.Errorf("%s: the records before the failure are %v, %v; want %v", when, got, err, before)
+		}
+		if pos, ok := h.Lookup("f1"); ok {
+			t.Errorf("%s: Lookup of a record never stored = %d", when, pos)
+		}
+		if pos, ok := h.Lookup("a"); !ok || pos != before[0] {
+			t.Errorf("%s: Lookup(a) = %d, %v", when, pos, ok)
+		}
+	}
+	check("at once")
+	if got, _ := h.pending(); !slices.Equal(got, []uint64{f1, f2}) {
+		t.Errorf("holes of failed commits in memory: %v, want %v", got, []uint64{f1, f2})
+	}
+
+	// Two more failures, then a commit persists every hole.
+	h.failNextCommits(2)
+	var more []uint64
+	for i := range 2 {
+		recs := []herald.Record{{Topics: []string{"x" + strconv.Itoa(i)}}}
+		wait, err := h.Append(recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wait(); err == nil {
+			t.Fatal("wait of a failed commit returned nil")
+		}
+		more = append(more, recs[0].Position)
+	}
+	after := add(t, h, herald.Record{Topics: []string{"t"}})
+	if got, _ := h.pending(); len(got) != 0 {
+		t.Errorf("holes of failed commits still in memory after a commit: %v", got)
+	}
+	if holes, _, meta := h.holeKeys(); holes != 4 || meta != 4 {
+		t.Errorf("holes on disk: %d (meta says %d), want 4", holes, meta)
+	}
+	check("persisted")
+	if !h.Lost(more[0]-1, more[0], []herald.Selector{herald.Topic("x0")}) || h.Lost(more[0], after[0], []herald.Selector{herald.Topic("x0")}) {
+		t.Error("the hole of the second failed commit is wrong")
+	}
+	if got := positionsOf(collect(t, h, more[1], herald.Topic("t"))); !slices.Equal(got, after) {
+		t.Errorf("Replay after the holes = %v, want %v", got, after)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h = open(t, path, Options{})
+	defer h.Close()
+	check("after reopen")
+}
+
+// The hub answers a publish whose commit failed with an error, and a
+// subscriber resuming from before it is told events were lost.
+func TestFailedCommitResetsResume(t *testing.T) {
+	h := open(t, dbPath(t), Options{})
+	defer h.Close()
+	hub := &herald.Hub{History: h, Heartbeat: -1}
+	defer hub.Close()
+	ok1, err := hub.Publish(herald.Event{Topics: []string{"news"}, Data: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.failNextCommits(1)
+	if _, err := hub.Publish(herald.Event{Topics: []string{"news"}, Data: "2"}); err == nil {
+		t.Fatal("Publish whose commit failed returned nil")
+	}
+	ok3, err := hub.Publish(herald.Event{Topics: []string{"news"}, Data: "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		id, topic string
+		want      *string
+	}{
+		{ok1[0], "news", ptr(herald.ResetExpired)},
+		{ok1[0], "other", nil},
+		{ok3[0], "news", nil},
+	} {
+		sub, err := hub.SubscribeWith(herald.SubscribeOptions{Selectors: []herald.Selector{herald.Topic(c.topic)}, LastEventID: c.id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := sub.Reset()
+		switch {
+		case c.want == nil && r != nil:
+			t.Errorf("resume of %s after %s: reset %+v, want none", c.topic, c.id, r)
+		case c.want != nil && (r == nil || r.Reason != *c.want):
+			t.Errorf("resume of %s after %s: reset %+v, want %s", c.topic, c.id, r, *c.want)
+		}
+		sub.Close()
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// A churning cap with a unique second topic per record: the holes on
+// disk, and their index, stay within MaxEvents, across a reopen too.
+func TestHolesBoundedOnDisk(t *testing.T) {
+	path := dbPath(t)
+	r := herald.Retention{MaxEvents: 200, PerTopic: map[string]int{"orders": 10}}
+	h := open(t, path, Options{Retention: r, Sync: SyncNever})
+	recs := make([]herald.Record, 100)
+	for i := range 50 {
+		for j := range recs {
+			recs[j] = herald.Record{Topics: []string{"orders", fmt.Sprint("orders/", i*100+j)}}
+		}
+		add(t, h, recs...)
+	}
+	holes, holeTopics, meta := h.holeKeys()
+	if holes != 200 || holeTopics != 400 || meta != 200 {
+		t.Errorf("holes %d, indexed %d, counted %d; want 200, 400, 200", holes, holeTopics, meta)
+	}
+	head := h.Head()
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A smaller MaxEvents folds the oldest at Open.
+	r.MaxEvents = 50
+	h = open(t, path, Options{Retention: r, Sync: SyncNever})
+	defer h.Close()
+	if holes, holeTopics, meta := h.holeKeys(); holes != 50 || holeTopics != 100 || meta != 50 {
+		t.Errorf("after reopen with MaxEvents 50: holes %d, indexed %d, counted %d; want 50, 100, 50", holes, holeTopics, meta)
+	}
+	newest := fmt.Sprint("orders/", head-11) // the record at head-10
+	if !h.Lost(head-11, head, []herald.Selector{herald.Topic(newest)}) || h.Lost(head-10, head, []herald.Selector{herald.Topic(newest)}) {
+		t.Error("the newest hole is not exact after reopen")
+	}
+	if h.Lost(head-50, head, []herald.Selector{herald.Topic("orders/none")}) || !h.Lost(head-61, head, []herald.Selector{herald.Topic("orders/none")}) {
+		t.Error("holes beyond MaxEvents are not folded into the global mark")
+	}
+}
+
+// A version 1 file (per-topic marks in "lost" and "lostpos") opens: its
+// marks become the global mark, which is cautious.
+func TestUpgradeFromVersion1(t *testing.T) {
+	path := dbPath(t)
+	h := open(t, path, Options{})
+	pos := add(t, h, herald.Record{Topics: []string{"a"}}, herald.Record{Topics: []string{"b"}}, herald.Record{Topics: []string{"c"}})
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketHoles, bucketHoleTopics} {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		lost, err := tx.CreateBucket(bucketLost)
+		if err != nil {
+			return err
+		}
+		lostPos, err := tx.CreateBucket(bucketLostPos)
+		if err != nil {
+			return err
+		}
+		// A cap removed a record of "x" at position 2 (as if).
+		if err := lost.Put([]byte("x"), u64(pos[1])); err != nil {
+			return err
+		}
+		if err := lostPos.Put(append(u64(pos[1]), 'x'), nil); err != nil {
+			return err
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Delete(keyHoles); err != nil {
+			return err
+		}
+		return meta.Put(keyVersion, u64(1))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = open(t, path, Options{})
+	defer h.Close()
+	if !h.Lost(pos[1]-1, pos[2], []herald.Selector{herald.Topic("c")}) || h.Lost(pos[1], pos[2], []herald.Selector{herald.Topic("c")}) {
+		t.Error("the version 1 marks are not kept as the global mark")
+	}
+	if got := positionsOf(collect(t, h, pos[1], herald.All{})); !slices.Equal(got, pos[2:]) {
+		t.Errorf("records after the upgrade: %v", got)
+	}
+	err = h.db.View(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketLost) != nil || tx.Bucket(bucketLostPos) != nil {
+			t.Error("version 1 buckets kept")
+		}
+		if v := getU64(tx.Bucket(bucketMeta).Get(keyVersion)); v != formatVersion {
+			t.Errorf("version %d after the upgrade", v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Lookup finds queued records through an index of their IDs, which
+// forgets them once committed.
+func TestLookupQueued(t *testing.T) {
+	h := open(t, dbPath(t), Options{})
+	defer h.Close()
+	old := add(t, h, herald.Record{ID: "dup", Topics: []string{"t"}})
+	h.pause()
+	recs := []herald.Record{{ID: "dup", Topics: []string{"t"}}, {ID: "q", Topics: []string{"t"}}, {ID: "dup", Topics: []string{"t"}}}
+	wait, err := h.Append(recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos, ok := h.Lookup("dup"); !ok || pos != recs[2].Position {
+		t.Errorf("Lookup(dup) = %d, %v; want the newest queued %d", pos, ok, recs[2].Position)
+	}
+	if pos, ok := h.Lookup("q"); !ok || pos != recs[1].Position {
+		t.Errorf("Lookup(q) = %d, %v", pos, ok)
+	}
+	if _, n := h.pending(); n != 2 {
+		t.Errorf("%d queued IDs indexed, want 2", n)
+	}
+	h.resume()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := h.pending(); n != 0 {
+		t.Errorf("%d queued IDs indexed after the commit, want 0", n)
+	}
+	if pos, ok := h.Lookup("dup"); !ok || pos != recs[2].Position || old[0] >= pos {
+		t.Errorf("Lookup(dup) after the commit = %d, %v", pos, ok)
 	}
 }

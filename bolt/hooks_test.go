@@ -1,6 +1,10 @@
 package bolt
 
-import "errors"
+import (
+	"errors"
+
+	bbolt "go.etcd.io/bbolt"
+)
 
 // Test hooks: a writer that leaves the queue alone, and a process that
 // dies with records appended but not committed.
@@ -40,4 +44,40 @@ func (h *History) crash() {
 		close(b.done)
 	}
 	h.db.Close()
+}
+
+// HoleCount implements historytest.HoleCounter: the holes on disk and
+// those of failed commits not yet persisted.
+func (h *History) HoleCount() int {
+	holes, _, _ := h.holeKeys()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return holes + len(h.failed)
+}
+
+// holeKeys counts the keys of the holes buckets, and returns the count
+// kept in meta.
+func (h *History) holeKeys() (holes, holeTopics int, meta uint64) {
+	_ = h.db.View(func(tx *bbolt.Tx) error {
+		holes = tx.Bucket(bucketHoles).Stats().KeyN
+		holeTopics = tx.Bucket(bucketHoleTopics).Stats().KeyN
+		meta = getU64(tx.Bucket(bucketMeta).Get(keyHoles))
+		return nil
+	})
+	return holes, holeTopics, meta
+}
+
+// failNextCommits makes the next n transactions fail, as a full disk
+// would.
+func (h *History) failNextCommits(n int) { h.failCommits.Store(int32(n)) }
+
+// pending returns the holes of failed commits not yet persisted, and the
+// number of publisher IDs indexed in the queue.
+func (h *History) pending() (failed []uint64, queuedIDs int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, x := range h.failed {
+		failed = append(failed, x.pos)
+	}
+	return failed, len(h.queuedIDs)
 }

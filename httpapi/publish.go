@@ -77,6 +77,9 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, herald.ErrInvalidEvent):
 		h.fail(w, r, http.StatusBadRequest, err.Error())
 		return
+	case errors.Is(err, herald.ErrDuplicateID):
+		h.fail(w, r, http.StatusConflict, err.Error())
+		return
 	case errors.Is(err, herald.ErrHubClosed):
 		w.Header().Set("Retry-After", "5")
 		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")

@@ -162,15 +162,20 @@ func TestResumeImpossibleSendsReset(t *testing.T) {
 	}
 }
 
-// The reset event's name is configurable, and a hub with no history yet
-// clears the client's last ID instead of naming one.
+// The reset event's name is configurable, and with nothing published yet
+// it still carries an ID (position 0), so a client that drops before the
+// first event resumes without missing what came meanwhile.
 func TestResetEventNameAndEmptyHistory(t *testing.T) {
 	th := startTransport(t, "engine", func(_ *herald.Hub, h *httpapi.Handler) { h.ResetEvent = "app.reload" })
-	dec := th.get(t, th.client(false, nil), url.Values{"topic": {"a"}}, http.Header{"Last-Event-Id": {"x-1"}})
+	c := th.client(false, nil)
+	dec := th.get(t, c, url.Values{"topic": {"a"}}, http.Header{"Last-Event-Id": {"x-1"}})
 	m, err := dec.Next()
-	if err != nil || m.Type != "app.reload" || m.LastEventID != "" {
-		t.Fatalf("got %+v, %v; want app.reload with an empty id", m, err)
+	if err != nil || m.Type != "app.reload" || !strings.HasSuffix(m.LastEventID, "-0") {
+		t.Fatalf("got %+v, %v; want app.reload with id <epoch>-0", m, err)
 	}
+	publishN(t, th.hub, "a", 0, 2)
+	again := th.get(t, c, url.Values{"topic": {"a"}}, http.Header{"Last-Event-Id": {m.LastEventID}})
+	expectData(t, again, "0", "1")
 }
 
 // 200 subscribers on overlapping selectors drop their connections at
@@ -230,5 +235,38 @@ func TestPublishStoreFailureIs503(t *testing.T) {
 	}
 	if th.logs.take("request rejected") != 1 {
 		t.Error("not logged once")
+	}
+}
+
+// A publisher ID identifies one retained event: reusing it would make a
+// resume after it ambiguous (and could skip events), so it is refused
+// with 409 until retention has removed the first event.
+func TestDuplicatePublisherID(t *testing.T) {
+	th := startTransport(t, "engine", func(hub *herald.Hub, _ *httpapi.Handler) {
+		hub.History = herald.NewMemoryHistory(herald.Retention{MaxEvents: 2})
+	})
+	c := th.client(false, nil)
+	post := func(body string) int {
+		t.Helper()
+		resp, err := c.Post(th.srv.URL+"/publish", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := post(`{"topic":"a","id":"42","data":"first"}`); got != http.StatusOK {
+		t.Fatalf("first publish: %d", got)
+	}
+	post(`{"topic":"a","data":"a2"}`)
+	if got := post(`{"topic":"b","id":"42","data":"again"}`); got != http.StatusConflict {
+		t.Fatalf("reused id: status %d, want 409", got)
+	}
+	// Resuming after 42 is unambiguous: a2 follows.
+	dec := th.get(t, c, url.Values{"topic": {"a"}}, http.Header{"Last-Event-Id": {"42"}})
+	expectData(t, dec, "a2")
+	post(`{"topic":"a","data":"a3"}`) // retention (2 events) removes 42
+	if got := post(`{"topic":"a","id":"42","data":"later"}`); got != http.StatusOK {
+		t.Fatalf("id free again after retention: status %d", got)
 	}
 }

@@ -132,6 +132,11 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := sub.Replay(func(frames [][]byte) error { return h.writeFrames(w, rc, frames...) }); err != nil {
+		if errors.Is(err, herald.ErrSlowSubscriber) {
+			log.LogAttrs(r.Context(), slog.LevelWarn, "slow stream dropped",
+				slog.String("remote", r.RemoteAddr), slog.Any("topics", raw))
+			panic(http.ErrAbortHandler)
+		}
 		if errors.Is(err, herald.ErrHistoryLost) {
 			// End the response: the client resumes again and learns
 			// that it lost events.

@@ -135,7 +135,7 @@ func BenchResume(b *testing.B, h herald.History) {
 			if !ok {
 				b.Fatalf("Lookup(%s) failed", id)
 			}
-			if h.Lost(pos, sels) {
+			if h.Lost(pos, head, sels) {
 				b.Fatal("Lost")
 			}
 			err := h.Replay(pos, head, sels, func(page []herald.Record) error {
@@ -157,7 +157,7 @@ func BenchResume(b *testing.B, h herald.History) {
 	b.Run("lookup+lost", func(b *testing.B) {
 		for b.Loop() {
 			pos, ok := h.Lookup(id)
-			if !ok || h.Lost(pos, rare) {
+			if !ok || h.Lost(pos, head, rare) {
 				b.Fatal("cannot resume")
 			}
 		}
@@ -166,4 +166,61 @@ func BenchResume(b *testing.B, h herald.History) {
 	b.Run("topic/all", func(b *testing.B) { resume(b, rare, false) })
 	b.Run("scan/first-page", func(b *testing.B) { resume(b, scan, true) })
 	b.Run("scan/all", func(b *testing.B) { resume(b, scan, false) })
+}
+
+// Churn workload: ChurnRecords records with the topics "orders" and
+// "orders/<i>" (unique), in a history whose retention caps "orders" at 10
+// (ChurnRetention): each record removes the oldest, leaving a hole that
+// only the subscribers of its order would miss. Stores remember at most
+// MaxEvents of them.
+const ChurnRecords = 200_000
+
+// ChurnRetention is the retention of the churn workload.
+func ChurnRetention() herald.Retention {
+	return herald.Retention{PerTopic: map[string]int{"orders": 10}}
+}
+
+// FillChurn appends the churn workload to h in batches.
+func FillChurn(tb testing.TB, h herald.History) {
+	tb.Helper()
+	const batch = 1000
+	recs := make([]herald.Record, batch)
+	for i := 0; i < ChurnRecords; i += batch {
+		for j := range recs {
+			recs[j] = herald.Record{Topics: []string{"orders", fmt.Sprint("orders/", i+j)}, Data: "o"}
+		}
+		wait, err := h.Append(recs)
+		if err == nil && wait != nil {
+			err = wait()
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// BenchLostChurn measures Lost, which the hub calls under its publish
+// lock, for a subscriber of one order (none of the holes in its range
+// match it) resuming from back events before the head, in h filled by
+// FillChurn: with a Topic selector (stores may index holes by topic) and
+// with one that is not.
+func BenchLostChurn(b *testing.B, h herald.History) {
+	head := h.Head()
+	for _, back := range []uint64{100, 10_000, 50_000} {
+		for _, c := range []struct {
+			name string
+			sels []herald.Selector
+		}{
+			{"topic", []herald.Selector{herald.Topic("orders/none")}},
+			{"scan", []herald.Selector{Prefix("orders/none")}},
+		} {
+			b.Run(fmt.Sprint(c.name, "/back=", back), func(b *testing.B) {
+				for b.Loop() {
+					if h.Lost(head-back, head, c.sels) {
+						b.Fatal("Lost for a topic no removed record carried")
+					}
+				}
+			})
+		}
+	}
 }
