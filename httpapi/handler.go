@@ -73,6 +73,14 @@ type Handler struct {
 	// (unknown, expired, foreign). Its data is JSON: {"reason": ...,
 	// "lastEventId": ..., "message": ...}. Empty means DefaultResetEvent.
 	ResetEvent string
+	// CORSOrigins lists the origins of other sites whose pages may use
+	// the API from a browser, with credentials: exact origins
+	// ("https://app.example.com"), subdomain wildcards
+	// ("https://*.example.com") or "*". When set, a request from any
+	// other origin is refused with 403, and preflights (OPTIONS) are
+	// answered. Empty means no CORS: only same-origin pages can read
+	// responses. Check entries with ValidateOrigin.
+	CORSOrigins []string
 	// Page, if set, is served at "/" (the embedded web page, for example).
 	Page http.Handler
 	// Logger receives one record per rejected request and per dropped
@@ -94,6 +102,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// client that never sends it would hold the connection (and a
 		// stream slot) and never see the answer.
 		w.Header().Set("Connection", "close")
+	}
+	if !h.applyCORS(w, r) {
+		return
 	}
 	switch r.URL.Path {
 	case "/events":

@@ -40,6 +40,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	reusePort := fs.Bool("reuseport", false, "listen with SO_REUSEPORT so several herald processes can share the port (Linux only)")
 	metricsOn := fs.Bool("metrics", true, "serve Prometheus metrics at GET /metrics")
+	corsOrigins := fs.String("cors-origins", "", "comma-separated `origins` of other sites whose pages may stream and publish (https://app.example.com, https://*.example.com, *); requests from other origins get 403")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM, with chain); with --tls-key serves HTTPS and HTTP/2, reloading renewed files")
+	tlsKey := fs.String("tls-key", "", "TLS private key `file` (PEM)")
 	dataDir := fs.String("data-dir", "", "`directory` of the persistent event history (herald.db, created if missing); empty keeps the history in memory")
 	fsyncPolicy := fs.String("fsync", "always", "with --data-dir, when to sync to disk: always (an acknowledged publish survives power loss) or never (it survives a crash of herald, not of the machine)")
 	historyEvents := fs.Int("history-events", herald.DefaultMaxEvents, "most events kept for clients that resume")
@@ -55,6 +58,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	logger, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return usageError(stderr, "%v", err)
+	}
+	var origins []string
+	for _, o := range strings.Split(*corsOrigins, ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if err := httpapi.ValidateOrigin(o); err != nil {
+			return usageError(stderr, "--cors-origins: %v", err)
+		}
+		origins = append(origins, o)
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return usageError(stderr, "--tls-cert and --tls-key go together")
 	}
 	switch {
 	case *addr == "":
@@ -136,6 +152,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		WriteTimeout:   *writeTimeout,
 		Retry:          *retry,
 		ResetEvent:     *resetEvent,
+		CORSOrigins:    origins,
 		Page:           web.Handler(),
 		Logger:         logger,
 	}
@@ -161,6 +178,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	}
 	srv := httpapi.NewServer(*addr, root)
 	srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	scheme := "http"
+	if *tlsCert != "" {
+		certs, err := newCertReloader(*tlsCert, *tlsKey, logger)
+		if err != nil {
+			return err
+		}
+		srv.TLSConfig = certs.tlsConfig()
+		scheme = "https"
+	}
 	// Closing the hub ends every stream: Shutdown waits for those on
 	// handler goroutines, WaitStreams below for those on the engine.
 	srv.RegisterOnShutdown(func() { hub.Close() })
@@ -183,11 +209,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	logArgs := append([]any{"addr", ln.Addr().String()}, storeLog...)
 	logger.Info("herald listening", append(logArgs,
 		"heartbeat", heartbeat.String(), "max_connections", *maxConns,
-		"reuseport", *reusePort, "metrics", *metricsOn)...)
-	fmt.Fprintf(stdout, "herald serving on http://%s\n", displayAddr(ln.Addr()))
+		"reuseport", *reusePort, "metrics", *metricsOn, "tls", scheme == "https", "cors_origins", origins)...)
+	fmt.Fprintf(stdout, "herald serving on %s://%s\n", scheme, displayAddr(ln.Addr()))
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			served <- srv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-served:
 		return err
