@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"sync"
@@ -240,7 +241,8 @@ type hijackedStream struct {
 	h      *Handler
 	writer *streamWriter
 	remote string
-	opened int64 // unix nanoseconds
+	ip     netip.Addr // the client, whose connection slot the stream holds
+	opened int64      // unix nanoseconds
 
 	scheduled      bool        // guarded by writer.mu
 	registered     atomic.Bool // set up and owned by the engine; before that, flushes are skipped
@@ -275,8 +277,8 @@ type frameCursor struct {
 // having written nothing and kept the slot with the caller, if the
 // connection cannot be taken over; the caller then serves the stream
 // itself.
-func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engine, opts herald.SubscribeOptions, raw []string) bool {
-	s := &hijackedStream{h: h, remote: r.RemoteAddr, opened: time.Now().UnixNano()}
+func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engine, opts herald.SubscribeOptions, raw []string, ip netip.Addr) bool {
+	s := &hijackedStream{h: h, remote: r.RemoteAddr, ip: ip, opened: time.Now().UnixNano()}
 	s.writer = e.writers[e.nextWriter.Add(1)%uint32(len(e.writers))]
 	// Held until the stream is registered: the hub may wake it as soon as
 	// it subscribes.
@@ -292,7 +294,7 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	sub, err := h.Hub.SubscribeWith(opts)
 	if err != nil {
 		giveUp()
-		h.releaseStream()
+		h.releaseStream(s.ip)
 		w.Header().Set("Retry-After", "5")
 		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")
 		return true
@@ -314,7 +316,7 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	if err := h.writeHijackedStart(conn, w.Header(), sub); err != nil {
 		giveUp()
 		conn.Close()
-		h.releaseStream()
+		h.releaseStream(s.ip)
 		if errors.Is(err, herald.ErrHistoryLost) {
 			h.logger().LogAttrs(r.Context(), slog.LevelInfo, "replay overtaken by retention", slog.String("remote", s.remote))
 		}
@@ -326,7 +328,7 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 		// any more.
 		giveUp()
 		conn.Close()
-		h.releaseStream()
+		h.releaseStream(s.ip)
 		h.logger().Error("hijacked stream connection could not be detached", "remote", s.remote, "error", err)
 		return true
 	}
@@ -600,7 +602,7 @@ func (s *hijackedStream) endLocked(why endReason, err error) {
 	_ = netpoll.CloseFD(s.fd, why == endSlow)
 	s.sub.Close()
 	s.pending, s.stall = nil, nil
-	s.h.releaseStream()
+	s.h.releaseStream(s.ip)
 
 	log := s.h.logger()
 	ctx := context.Background()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -51,6 +52,15 @@ type Handler struct {
 	// MaxConnections caps concurrent streams; past it new streams get 503
 	// with Retry-After. Zero means no cap.
 	MaxConnections int
+	// MaxConnectionsPerIP caps concurrent streams from one client address
+	// (see TrustedProxies); past it new streams get 429 with Retry-After.
+	// Zero means no cap.
+	MaxConnectionsPerIP int
+	// TrustedProxies are the addresses of reverse proxies in front of the
+	// hub. For a request from one of them, the client is the rightmost
+	// address in X-Forwarded-For that is not itself a trusted proxy; from
+	// anyone else, X-Forwarded-For is ignored (it is trivially forged).
+	TrustedProxies []netip.Prefix
 	// MaxBodyBytes caps a publish body; larger bodies get 413. Zero means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -88,6 +98,8 @@ type Handler struct {
 	Logger *slog.Logger
 
 	streams     atomic.Int64 // open streams, counted exactly for MaxConnections
+	perIPMu     sync.Mutex
+	perIP       map[netip.Addr]int // open streams per client, when MaxConnectionsPerIP is set
 	frameSlices sync.Pool    // *[][]byte for draining queues, so idle streams hold none
 
 	idleMu      sync.Mutex
@@ -133,22 +145,50 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // ActiveStreams returns the number of streams being served.
 func (h *Handler) ActiveStreams() int { return int(h.streams.Load()) }
 
-// acquireStream takes a connection slot. A compare-and-swap loop rather
-// than add-then-undo keeps the count exact: a transient overshoot would
-// refuse a request that arrived while a slot was in fact free.
-func (h *Handler) acquireStream() bool {
+// acquireStream takes a connection slot for a stream from client ip, or
+// answers why not (the status and message of the refusal). A
+// compare-and-swap loop rather than add-then-undo keeps the total exact: a
+// transient overshoot would refuse a request that arrived while a slot was
+// in fact free.
+func (h *Handler) acquireStream(ip netip.Addr) (status int, msg string) {
+	if h.MaxConnectionsPerIP > 0 {
+		h.perIPMu.Lock()
+		if h.perIP[ip] >= h.MaxConnectionsPerIP {
+			h.perIPMu.Unlock()
+			return http.StatusTooManyRequests, "too many streams from this address"
+		}
+		if h.perIP == nil {
+			h.perIP = make(map[netip.Addr]int)
+		}
+		h.perIP[ip]++
+		h.perIPMu.Unlock()
+	}
 	for {
 		n := h.streams.Load()
 		if h.MaxConnections > 0 && n >= int64(h.MaxConnections) {
-			return false
+			h.releasePerIP(ip)
+			return http.StatusServiceUnavailable, "too many connections"
 		}
 		if h.streams.CompareAndSwap(n, n+1) {
-			return true
+			return 0, ""
 		}
 	}
 }
 
-func (h *Handler) releaseStream() {
+func (h *Handler) releasePerIP(ip netip.Addr) {
+	if h.MaxConnectionsPerIP <= 0 {
+		return
+	}
+	h.perIPMu.Lock()
+	if h.perIP[ip]--; h.perIP[ip] <= 0 {
+		delete(h.perIP, ip)
+	}
+	h.perIPMu.Unlock()
+}
+
+// releaseStream gives back the slot acquireStream took for ip.
+func (h *Handler) releaseStream(ip netip.Addr) {
+	h.releasePerIP(ip)
 	if h.streams.Add(-1) == 0 {
 		h.idleMu.Lock()
 		for _, c := range h.idleWaiters {
@@ -157,6 +197,41 @@ func (h *Handler) releaseStream() {
 		h.idleWaiters = nil
 		h.idleMu.Unlock()
 	}
+}
+
+// clientIP is the address of the client a request comes from: the peer,
+// or, when the peer is a trusted proxy, the rightmost untrusted address
+// of X-Forwarded-For.
+func (h *Handler) clientIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	ip := ap.Addr().Unmap()
+	if !h.trusted(ip) {
+		return ip
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return ip // a malformed hop: trust nothing further
+		}
+		if hop = hop.Unmap(); !h.trusted(hop) {
+			return hop
+		}
+		ip = hop
+	}
+	return ip
+}
+
+func (h *Handler) trusted(ip netip.Addr) bool {
+	for _, p := range h.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // WaitStreams waits until no stream is open, or ctx ends. After the hub is

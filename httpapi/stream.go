@@ -94,17 +94,18 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if !h.acquireStream() {
+	ip := h.clientIP(r)
+	if status, msg := h.acquireStream(ip); status != 0 {
 		w.Header().Set("Retry-After", "5")
-		h.fail(w, r, http.StatusServiceUnavailable, "too many connections")
+		h.fail(w, r, status, msg)
 		return
 	}
 
 	opts := herald.SubscribeOptions{Selectors: selectors, LastEventID: lastEventID(r)}
-	if e := engineFor(w, r); e != nil && h.serveHijacked(w, r, e, opts, raw) {
+	if e := engineFor(w, r); e != nil && h.serveHijacked(w, r, e, opts, raw, ip) {
 		return
 	}
-	defer h.releaseStream()
+	defer h.releaseStream(ip)
 
 	sub, err := h.Hub.SubscribeWith(opts)
 	if err != nil {

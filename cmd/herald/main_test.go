@@ -125,6 +125,8 @@ func TestInvalidValuesExit2(t *testing.T) {
 		{"--cors-origins", "example.com"},
 		{"--cors-origins", "https://ok.example,https://bad.example/"},
 		{"--tls-cert", "cert.pem"},
+		{"--trusted-proxies", "10.0.0.0/8,proxy.example"},
+		{"--max-connections-per-ip", "-1"},
 		{"--reset-event", "a\nb"},
 		{"--reset-event", ""},
 		{"--log-level", "loud"},

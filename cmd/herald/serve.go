@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -30,6 +31,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	addr := fs.String("addr", ":8080", "`address` to listen on")
 	heartbeat := fs.Duration("heartbeat", herald.DefaultHeartbeat, "interval of keep-alive comments on idle streams; 0 disables")
 	maxConns := fs.Int("max-connections", 10000, "most concurrent streams; 0 means no limit")
+	maxPerIP := fs.Int("max-connections-per-ip", 0, "most concurrent streams from one client address (429 beyond); 0 means no limit")
+	trustedProxies := fs.String("trusted-proxies", "", "comma-separated `addresses or CIDRs` of reverse proxies whose X-Forwarded-For names the client")
 	queueBytes := fs.Int("queue-bytes", herald.DefaultQueueBytes, "`bytes` that may wait for one slow stream before it is dropped")
 	maxBody := fs.Int64("max-body", httpapi.DefaultMaxBodyBytes, "largest publish body in `bytes`")
 	writeTimeout := fs.Duration("write-timeout", httpapi.DefaultWriteTimeout, "how long a stream client may take to accept 64 KiB before it is dropped; 0 disables")
@@ -68,6 +71,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			return usageError(stderr, "--cors-origins: %v", err)
 		}
 		origins = append(origins, o)
+	}
+	var proxies []netip.Prefix
+	for _, p := range strings.Split(*trustedProxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return usageError(stderr, "--trusted-proxies: %q is neither an address nor a CIDR", p)
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		proxies = append(proxies, prefix)
+	}
+	if *maxPerIP < 0 {
+		return usageError(stderr, "--max-connections-per-ip must not be negative")
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usageError(stderr, "--tls-cert and --tls-key go together")
@@ -146,15 +167,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		hub.Heartbeat = -1 // the flag's 0 means off; the Hub's 0 means default
 	}
 	handler := &httpapi.Handler{
-		Hub:            hub,
-		MaxConnections: *maxConns,
-		MaxBodyBytes:   *maxBody,
-		WriteTimeout:   *writeTimeout,
-		Retry:          *retry,
-		ResetEvent:     *resetEvent,
-		CORSOrigins:    origins,
-		Page:           web.Handler(),
-		Logger:         logger,
+		Hub:                 hub,
+		MaxConnections:      *maxConns,
+		MaxBodyBytes:        *maxBody,
+		WriteTimeout:        *writeTimeout,
+		Retry:               *retry,
+		ResetEvent:          *resetEvent,
+		CORSOrigins:         origins,
+		MaxConnectionsPerIP: *maxPerIP,
+		TrustedProxies:      proxies,
+		Page:                web.Handler(),
+		Logger:              logger,
 	}
 	if *writeTimeout == 0 {
 		handler.WriteTimeout = -1
