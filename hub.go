@@ -76,6 +76,7 @@ type Hub struct {
 	published atomic.Uint64
 	delivered atomic.Uint64
 	dropped   atomic.Uint64
+	queued    atomic.Int64 // bytes in all queues, kept by the queues so Stats need not visit them
 }
 
 func (h *Hub) init() {
@@ -489,10 +490,8 @@ func (h *Hub) Stats() Stats {
 	h.init()
 	h.mu.Lock()
 	st := Stats{Subscribers: len(h.subs), Topics: len(h.byTopic)}
-	for s := range h.subs {
-		st.QueuedBytes += s.queuedBytes()
-	}
 	h.mu.Unlock()
+	st.QueuedBytes = int(h.queued.Load())
 	st.Published = h.published.Load()
 	st.Delivered = h.delivered.Load()
 	st.Dropped = h.dropped.Load()

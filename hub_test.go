@@ -443,3 +443,41 @@ func TestDrainDropsLargeQueueArray(t *testing.T) {
 		t.Fatalf("drained queue keeps an array of %d slots, want at most 4 (96 B)", c)
 	}
 }
+
+// Stats.QueuedBytes is kept as queues change, without visiting them: it
+// follows enqueues, drains, slow drops and closes back to zero.
+func TestQueuedBytesFollowsQueues(t *testing.T) {
+	h := newTestHub(t, 1<<10)
+	a := subscribe(t, h, "t")
+	b := subscribe(t, h, "t")
+	slow := subscribe(t, h, "t")
+	data := strings.Repeat("x", 300)
+	publish := func() {
+		if _, err := h.Publish(Event{Topics: []string{"t"}, Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish()
+	frame := h.Stats().QueuedBytes / 3
+	if frame < 300 {
+		t.Fatalf("queued %d bytes for three subscribers of a 300-byte event", h.Stats().QueuedBytes)
+	}
+	a.Drain(nil)
+	if got := h.Stats().QueuedBytes; got != 2*frame {
+		t.Fatalf("after one drain: %d, want %d", got, 2*frame)
+	}
+	b.Close() // never drained
+	if got := h.Stats().QueuedBytes; got != frame {
+		t.Fatalf("after a close: %d, want %d", got, frame)
+	}
+	for range 4 { // overflows slow's 1 KiB queue; a keeps draining
+		publish()
+		a.Drain(nil)
+	}
+	if removed, err := slow.Removed(); !removed || err != ErrSlowSubscriber {
+		t.Fatalf("slow subscriber not dropped: %v, %v", removed, err)
+	}
+	if got := h.Stats().QueuedBytes; got != 0 {
+		t.Fatalf("after drains and a slow drop: %d, want 0", got)
+	}
+}

@@ -151,11 +151,13 @@ func (s *Subscriber) Drain(frames [][]byte) [][]byte {
 	} else {
 		s.queue = s.queue[:0]
 	}
+	s.hub.queued.Add(-int64(s.queued))
 	s.queued = 0
 	return frames
 }
 
-// Close unsubscribes. Further events are not queued; Done is closed.
+// Close unsubscribes and discards what is still queued. Further events are
+// not queued; Done is closed.
 // Close is idempotent and safe to call from any goroutine.
 func (s *Subscriber) Close() error {
 	h := s.hub
@@ -163,6 +165,13 @@ func (s *Subscriber) Close() error {
 	h.removeLocked(s)
 	h.mu.Unlock()
 	s.finish(nil)
+	// Whatever is still queued will not be drained by a closed
+	// subscriber's owner: release it, and its share of the hub's count.
+	s.mu.Lock()
+	h.queued.Add(-int64(s.queued))
+	clear(s.queue)
+	s.queue, s.queued = nil, 0
+	s.mu.Unlock()
 	return nil
 }
 
@@ -190,6 +199,7 @@ func (s *Subscriber) enqueue(frame []byte) bool {
 	wasEmpty := s.queued == 0
 	s.queue = append(s.queue, frame)
 	s.queued += len(frame)
+	s.hub.queued.Add(int64(len(frame)))
 	s.wroteAny = true
 	if wasEmpty {
 		s.signal()
@@ -206,6 +216,7 @@ func (s *Subscriber) heartbeat(frame []byte) {
 	if !s.wroteAny && s.queued == 0 && !s.closed {
 		s.queue = append(s.queue, frame)
 		s.queued += len(frame)
+		s.hub.queued.Add(int64(len(frame)))
 		s.signal()
 	}
 	s.wroteAny = false
@@ -238,6 +249,7 @@ func (s *Subscriber) finish(err error) {
 		// Nobody will read this backlog: the stream is cut and the client
 		// resumes by reconnecting.
 		clear(s.queue)
+		s.hub.queued.Add(-int64(s.queued))
 		s.queue, s.queued = nil, 0
 	}
 	if s.done != nil {
@@ -248,8 +260,3 @@ func (s *Subscriber) finish(err error) {
 	}
 }
 
-func (s *Subscriber) queuedBytes() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.queued
-}
