@@ -259,4 +259,3 @@ func (s *Subscriber) finish(err error) {
 		s.wake()
 	}
 }
-

@@ -100,7 +100,7 @@ type Handler struct {
 	streams     atomic.Int64 // open streams, counted exactly for MaxConnections
 	perIPMu     sync.Mutex
 	perIP       map[netip.Addr]int // open streams per client, when MaxConnectionsPerIP is set
-	frameSlices sync.Pool    // *[][]byte for draining queues, so idle streams hold none
+	frameSlices sync.Pool          // *[][]byte for draining queues, so idle streams hold none
 
 	idleMu      sync.Mutex
 	idleWaiters []chan struct{} // closed when streams drops to zero

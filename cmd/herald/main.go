@@ -22,6 +22,7 @@ type command struct {
 var commands = []command{
 	{"serve", "run the hub (in memory by default)", runServe},
 	{"bench", "load-test any Server-Sent Events endpoint", runBench},
+	{"token", "print a development token (an HS256 JWT)", runToken},
 }
 
 func main() {

@@ -1,0 +1,109 @@
+package auth
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// Realm is the realm of the WWW-Authenticate challenges.
+const Realm = "herald"
+
+// A Reason says in a word why a request was not authenticated. It is
+// stable, meant for programs (logs, metrics, client logic).
+type Reason string
+
+// The reasons of an [*Error].
+const (
+	// ReasonMissing: the request carries no token.
+	ReasonMissing Reason = "missing"
+	// ReasonMalformed: the token is not a well-formed JWT (or was given
+	// ambiguously, like two Authorization: Bearer headers).
+	ReasonMalformed Reason = "malformed"
+	// ReasonExpired: the token's exp has passed (beyond the leeway).
+	ReasonExpired Reason = "expired"
+	// ReasonNotYetValid: the token's nbf is in the future (beyond the
+	// leeway).
+	ReasonNotYetValid Reason = "not_yet_valid"
+	// ReasonBadSignature: the signature does not verify with the key.
+	ReasonBadSignature Reason = "bad_signature"
+	// ReasonWrongAlgorithm: the token's alg is not one the key may verify
+	// ("none", an HMAC alg against a public key, another curve, ...).
+	ReasonWrongAlgorithm Reason = "wrong_algorithm"
+	// ReasonWrongAudience: the token's aud lacks the expected audience.
+	ReasonWrongAudience Reason = "wrong_audience"
+	// ReasonWrongIssuer: the token's iss is not the expected issuer.
+	ReasonWrongIssuer Reason = "wrong_issuer"
+	// ReasonUnknownKey: no key of the JWKS matches the token's kid (or
+	// none is usable for signatures).
+	ReasonUnknownKey Reason = "unknown_key"
+	// ReasonInvalidClaims: the signature is good but the claims are not
+	// usable: no exp, or a herald claim that is not well-formed.
+	ReasonInvalidClaims Reason = "invalid_claims"
+)
+
+// Error is why a request or token was not authenticated. Its text never
+// contains the token or key material, nor values read from a token whose
+// signature was not verified.
+type Error struct {
+	// Reason says why, for programs.
+	Reason Reason
+	// Source is where the token was found; 0 when there was none.
+	Source Source
+	// Description says why, for people (it is also the error's text and
+	// the challenge's error_description).
+	Description string
+}
+
+// Error returns the Description.
+func (e *Error) Error() string { return e.Description }
+
+// StatusCode is the HTTP status to answer with: always 401 Unauthorized,
+// the token being missing or invalid. (A valid token that lacks a right
+// is the caller's 403, see [InsufficientScope].)
+func (e *Error) StatusCode() int { return http.StatusUnauthorized }
+
+// Challenge is the WWW-Authenticate header value to send with the 401
+// (RFC 6750 section 3): Bearer realm="herald" when no token was given,
+// else with error="invalid_token" and an error_description.
+func (e *Error) Challenge() string {
+	if e.Reason == ReasonMissing {
+		return `Bearer realm="` + Realm + `"`
+	}
+	return `Bearer realm="` + Realm + `", error="invalid_token", error_description="` + quotable(e.Description) + `"`
+}
+
+// InsufficientScope is the WWW-Authenticate header value for a 403
+// answered to a valid token that lacks the right asked for (RFC 6750
+// section 3.1), with description as error_description.
+func InsufficientScope(description string) string {
+	return `Bearer realm="` + Realm + `", error="insufficient_scope", error_description="` + quotable(description) + `"`
+}
+
+// ReasonOf returns the reason of an [*Error] in err's chain, or "" if
+// there is none.
+func ReasonOf(err error) Reason {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ""
+}
+
+// quotable keeps the characters RFC 6750 allows in error_description
+// (printable ASCII but '"' and '\'), replacing the others.
+func quotable(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '"' || r == '\\':
+			return '\''
+		case r < 0x20 || r > 0x7e:
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+func newError(reason Reason, description string) *Error {
+	return &Error{Reason: reason, Description: description}
+}
