@@ -51,3 +51,22 @@ func FuzzResumePoint(f *testing.F) {
 		}
 	})
 }
+
+// Any selector text either parses into a selector that prints back to
+// the same text and matches without panicking, or is refused.
+func FuzzParseSelector(f *testing.F) {
+	for _, seed := range []string{"news", "*", "", "a/b/{id}", strings.Repeat("x", 2000), "\x00", "\u2028", " t "} {
+		f.Add(seed, "news")
+	}
+	f.Fuzz(func(t *testing.T, raw, topic string) {
+		sel, err := ParseSelector(raw)
+		if err != nil {
+			return
+		}
+		again, err := ParseSelector(sel.String())
+		if err != nil || again.String() != sel.String() {
+			t.Fatalf("%q prints as %q, which parses as %v, %v", raw, sel.String(), again, err)
+		}
+		_ = sel.Match(topic)
+	})
+}
