@@ -67,7 +67,14 @@ func ExtractToken(r *http.Request, cookieName string, sources Source) (token str
 	if sources&FromHeader != 0 {
 		var found []string
 		for _, v := range r.Header.Values("Authorization") {
-			scheme, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
+			// The scheme ends at any whitespace: "Bearer\t<token>" must
+			// not be skipped in favour of a cookie or query token.
+			v = strings.TrimSpace(v)
+			end := strings.IndexAny(v, " \t")
+			if end < 0 {
+				end = len(v)
+			}
+			scheme, rest := v[:end], v[end:]
 			if strings.EqualFold(scheme, "Bearer") {
 				found = append(found, strings.TrimSpace(rest))
 			}
@@ -82,8 +89,20 @@ func ExtractToken(r *http.Request, cookieName string, sources Source) (token str
 		}
 	}
 	if sources&FromCookie != 0 {
-		if c, err := r.Cookie(cookieName); err == nil && c.Value != "" {
-			return c.Value, FromCookie, nil
+		var found []string
+		for _, c := range r.CookiesNamed(cookieName) {
+			if c.Value != "" {
+				found = append(found, c.Value)
+			}
+		}
+		switch len(found) {
+		case 0:
+		case 1:
+			return found[0], FromCookie, nil
+		default:
+			// A sibling subdomain can plant a cookie of the same name
+			// that browsers send first: refuse to guess.
+			return "", FromCookie, sourced(ReasonMalformed, FromCookie, "several "+cookieName+" cookies")
 		}
 	}
 	if sources&FromQuery != 0 && r.URL != nil {

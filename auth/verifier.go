@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -226,7 +227,10 @@ func newJWKS(ctx context.Context, c Config) (keyfunc.Keyfunc, error) {
 		RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
 			return func(fetchCtx context.Context, err error) {
 				if ctx.Err() == nil { // not stopped by Close
-					logger.WarnContext(fetchCtx, "cannot fetch the JWKS", "url", redacted(c.JWKSURL), "error", err)
+					// net/http's errors quote the URL, query included
+					// (it may hold a key), inside messages already
+					// formatted by the time they get here.
+					logger.WarnContext(fetchCtx, "cannot fetch the JWKS", "url", redacted(c.JWKSURL), "error", scrubURL(err.Error(), c.JWKSURL))
 				}
 			}
 		},
@@ -235,6 +239,22 @@ func newJWKS(ctx context.Context, c Config) (keyfunc.Keyfunc, error) {
 		return nil, fmt.Errorf("auth: JWKS: %v", err)
 	}
 	return kf, nil
+}
+
+// scrubURL removes from msg the query and password of raw, wherever they
+// appear.
+func scrubURL(msg, raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return msg
+	}
+	if u.RawQuery != "" {
+		msg = strings.ReplaceAll(msg, u.RawQuery, "…")
+	}
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+	}
+	return msg
 }
 
 // redacted hides the password of a URL (and any query, which may hold a
@@ -283,6 +303,60 @@ type tokenClaims struct {
 	jwt.RegisteredClaims
 	Herald json.RawMessage `json:"herald"`
 }
+
+// registeredNames are the registered claims, read by their exact names.
+var registeredNames = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
+
+var errDuplicateClaim = errors.New("a claim appears twice")
+
+// UnmarshalJSON reads the claims by their exact names and refuses a name
+// given twice. encoding/json alone would match "HERALD" or "ſub" (U+017F
+// folds to s) to herald and sub, and let the last duplicate win: an
+// issuer that lets users shape any claim name would let them write their
+// own rights, subject or issuer.
+func (c *tokenClaims) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("claims are not a JSON object")
+	}
+	members := make(map[string]json.RawMessage)
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := t.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return err
+		}
+		if _, dup := members[name]; dup {
+			return errDuplicateClaim
+		}
+		members[name] = raw
+	}
+	registered := make(map[string]json.RawMessage, len(registeredNames))
+	for _, name := range registeredNames {
+		if raw, ok := members[name]; ok {
+			registered[name] = raw
+		}
+	}
+	// Only exact lower-case names are left, so the struct's
+	// case-insensitive matching has nothing to confuse.
+	only, err := json.Marshal(registered)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(only, &c.RegisteredClaims); err != nil {
+		return err
+	}
+	c.Herald = members[ClaimName]
+	return nil
+}
+
+// refreshKID is a kid no provider issues: reading it makes keyfunc
+// refresh the set.
+const refreshKID = "\x00herald: refresh"
 
 // Keyfunc errors, told apart after jwt wraps them.
 var (
@@ -367,7 +441,11 @@ func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
 		if !ok {
 			return nil, errBadKID
 		}
-		jwk, err := v.jwks.KeyRead(ctx, kid)
+		// Not the request's context: a client that sends a random kid
+		// and goes away must not cancel the (rate-limited) refresh that
+		// a token from a freshly rotated key then needs. keyfunc bounds
+		// the wait (RateLimitWaitMax).
+		jwk, err := v.jwks.KeyRead(context.WithoutCancel(ctx), kid)
 		if err != nil {
 			return nil, errUnknownKey
 		}
@@ -385,7 +463,21 @@ func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
 		}
 	}
 	if len(set.Keys) == 0 {
-		return nil, errUnknownKey
+		// Nothing usable (the provider was down at start, or rotated):
+		// ask for a kid nobody has, which makes keyfunc refresh within
+		// its unknown-kid rate limit, then look again.
+		_, _ = v.jwks.KeyRead(context.WithoutCancel(ctx), refreshKID)
+		if all, err = v.jwks.KeyReadAll(ctx); err != nil {
+			return nil, errUnknownKey
+		}
+		for _, jwk := range all {
+			if key, err := usableKey(jwk, alg); err == nil {
+				set.Keys = append(set.Keys, key)
+			}
+		}
+		if len(set.Keys) == 0 {
+			return nil, errUnknownKey
+		}
 	}
 	return set, nil
 }
