@@ -157,3 +157,12 @@ func TestExtractionEdges(t *testing.T) {
 		t.Errorf("two cookies: %v, want malformed", err)
 	}
 }
+
+func TestLeewayIsBounded(t *testing.T) {
+	if _, err := auth.NewVerifier(context.Background(), auth.Config{Secret: testSecret, Leeway: time.Hour}); err == nil {
+		t.Fatal("an hour of leeway accepted")
+	}
+	if _, err := auth.NewVerifier(context.Background(), auth.Config{Secret: testSecret, Leeway: auth.MaxLeeway}); err != nil {
+		t.Fatal(err)
+	}
+}

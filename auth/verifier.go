@@ -24,6 +24,8 @@ import (
 const (
 	// DefaultLeeway is the clock skew allowed on exp and nbf.
 	DefaultLeeway = 30 * time.Second
+	// MaxLeeway is the largest Leeway accepted.
+	MaxLeeway = 5 * time.Minute
 	// DefaultJWKSRefresh is how often a JWKS is fetched again.
 	DefaultJWKSRefresh = time.Hour
 	// DefaultJWKSUnknownKIDRefresh is the least time between two fetches
@@ -133,6 +135,8 @@ func NewVerifier(ctx context.Context, c Config) (*Verifier, error) {
 		leeway = DefaultLeeway
 	case leeway < 0:
 		leeway = 0
+	case leeway > MaxLeeway:
+		return nil, fmt.Errorf("auth: leeway %v is over %v: clocks that far apart make exp meaningless", leeway, MaxLeeway)
 	}
 	now := c.Now
 	if now == nil {
