@@ -83,6 +83,19 @@ type Handler struct {
 	// (unknown, expired, foreign). Its data is JSON: {"reason": ...,
 	// "lastEventId": ..., "message": ...}. Empty means DefaultResetEvent.
 	ResetEvent string
+	// PublishAuth, if set, checks publishers: a publish needs a token
+	// (401 without, with WWW-Authenticate) whose rights cover every topic
+	// of every event (403 otherwise). Nil lets anyone publish: for local
+	// development only.
+	PublishAuth Authenticator
+	// SubscribeAuth, if set, checks subscribers: a stream needs a token
+	// whose subscribe rights cover every requested selector (403
+	// otherwise), unless Anonymous. Nil lets anyone subscribe.
+	SubscribeAuth Authenticator
+	// Anonymous lets a stream without any token subscribe when
+	// SubscribeAuth is set. A token that is present but invalid is still
+	// refused.
+	Anonymous bool
 	// CORSOrigins lists the origins of other sites whose pages may use
 	// the API from a browser, with credentials: exact origins
 	// ("https://app.example.com"), subdomain wildcards
@@ -333,13 +346,27 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, msg s
 	writeJSON(w, status, errorBody{Error: msg})
 }
 
+// failWithReason is fail with a machine-readable reason in the body.
+func (h *Handler) failWithReason(w http.ResponseWriter, r *http.Request, status int, msg, reason string) {
+	h.logger().LogAttrs(r.Context(), slog.LevelWarn, "request rejected",
+		slog.Int("status", status),
+		slog.String("error", msg),
+		slog.String("reason", reason),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.String("remote", r.RemoteAddr),
+	)
+	writeJSON(w, status, errorBody{Error: msg, Reason: reason})
+}
+
 // bodyUnread reports whether r may still have body bytes on the wire.
 func bodyUnread(r *http.Request) bool {
 	return r.Body != http.NoBody && (r.ContentLength != 0 || len(r.TransferEncoding) > 0)
 }
 
 type errorBody struct {
-	Error string `json:"error"`
+	Error  string `json:"error"`
+	Reason string `json:"reason,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/auth"
 )
 
 // maxRetryMillis keeps a retry value representable as a time.Duration and
@@ -30,6 +31,16 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusUnsupportedMediaType,
 			"Content-Type must be application/json or application/x-www-form-urlencoded")
 		return
+	}
+
+	var id *auth.Identity
+	if h.PublishAuth != nil {
+		// Before reading the body: an unauthenticated publisher costs
+		// nothing more.
+		var ok bool
+		if id, ok = h.authenticate(w, r, h.PublishAuth, false); !ok {
+			return
+		}
 	}
 
 	rc := http.NewResponseController(w)
@@ -70,6 +81,13 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fail(w, r, http.StatusBadRequest, err.Error())
 		return
+	}
+
+	if h.PublishAuth != nil {
+		if msg, ok := authorizePublish(id, events); !ok {
+			h.forbid(w, r, msg)
+			return
+		}
 	}
 
 	ids, err := h.Hub.Publish(events...)

@@ -93,6 +93,16 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
+	if h.SubscribeAuth != nil {
+		id, ok := h.authenticate(w, r, h.SubscribeAuth, h.Anonymous)
+		if !ok {
+			return
+		}
+		if msg, ok := authorizeSubscribe(id, selectors); !ok {
+			h.forbid(w, r, msg)
+			return
+		}
+	}
 
 	ip := h.clientIP(r)
 	if status, msg := h.acquireStream(ip); status != 0 {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/auth"
 	"github.com/herald-sse/herald/bolt"
 	"github.com/herald-sse/herald/httpapi"
 	"github.com/herald-sse/herald/metrics"
@@ -44,6 +45,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	reusePort := fs.Bool("reuseport", false, "listen with SO_REUSEPORT so several herald processes can share the port (Linux only)")
 	metricsOn := fs.Bool("metrics", true, "serve Prometheus metrics at GET /metrics")
 	corsOrigins := fs.String("cors-origins", "", "comma-separated `origins` of other sites whose pages may stream and publish (https://app.example.com, https://*.example.com, *); requests from other origins get 403")
+	jwtKey := fs.String("jwt-key", "", "JWT key for publishers and subscribers: an HMAC `secret` (32+ bytes), or the path of a PEM public key (RSA, ECDSA, Ed25519)")
+	pubKey := fs.String("publisher-jwt-key", "", "JWT key for publishers only (`secret or PEM path`); overrides --jwt-key and --jwks-url for them")
+	subKey := fs.String("subscriber-jwt-key", "", "JWT key for subscribers only (`secret or PEM path`); overrides --jwt-key and --jwks-url for them")
+	jwksURL := fs.String("jwks-url", "", "`URL` of a JWKS whose keys verify tokens (cached, refreshed hourly and on unknown kid)")
+	jwtAudience := fs.String("jwt-audience", "", "required `aud` claim of tokens")
+	jwtIssuer := fs.String("jwt-issuer", "", "required `iss` claim of tokens")
+	anonymous := fs.Bool("anonymous", false, "with subscriber keys configured, also let streams without a token subscribe")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM, with chain); with --tls-key serves HTTPS and HTTP/2, reloading renewed files")
 	tlsKey := fs.String("tls-key", "", "TLS private key `file` (PEM)")
 	dataDir := fs.String("data-dir", "", "`directory` of the persistent event history (herald.db, created if missing); empty keeps the history in memory")
@@ -162,6 +170,28 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		}
 	}()
 
+	// Publishers never authenticate by cookie: /publish takes form posts,
+	// which any site can make a browser send with its cookies (CSRF).
+	pubAuth, err := newVerifier(ctx, logger, firstSet(*pubKey, *jwtKey), *jwksURL, *jwtAudience, *jwtIssuer, auth.FromHeader|auth.FromQuery)
+	if err != nil {
+		return usageError(stderr, "publisher key: %v", err)
+	}
+	subAuth, err := newVerifier(ctx, logger, firstSet(*subKey, *jwtKey), *jwksURL, *jwtAudience, *jwtIssuer, auth.AllSources)
+	if err != nil {
+		return usageError(stderr, "subscriber key: %v", err)
+	}
+	for _, v := range []*auth.Verifier{pubAuth, subAuth} {
+		if v != nil {
+			defer v.Close()
+		}
+	}
+	if pubAuth == nil {
+		logger.Warn("no publisher key (--jwt-key, --publisher-jwt-key or --jwks-url): anyone can publish; for local development only")
+	}
+	if *anonymous && subAuth == nil {
+		return usageError(stderr, "--anonymous needs a subscriber key (without one, everyone may subscribe anyway)")
+	}
+
 	hub := &herald.Hub{QueueBytes: *queueBytes, Heartbeat: *heartbeat, History: history}
 	if *heartbeat == 0 {
 		hub.Heartbeat = -1 // the flag's 0 means off; the Hub's 0 means default
@@ -174,6 +204,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		Retry:               *retry,
 		ResetEvent:          *resetEvent,
 		CORSOrigins:         origins,
+		Anonymous:           *anonymous,
 		MaxConnectionsPerIP: *maxPerIP,
 		TrustedProxies:      proxies,
 		Page:                web.Handler(),
@@ -184,6 +215,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	}
 	if *retry == 0 {
 		handler.Retry = -1 // the flag's 0 means none; the Handler's 0 means default
+	}
+	if pubAuth != nil { // a nil *Verifier in the interface would not be nil
+		handler.PublishAuth = pubAuth
+	}
+	if subAuth != nil {
+		handler.SubscribeAuth = subAuth
 	}
 	var root http.Handler = handler
 	if *metricsOn {
@@ -337,4 +374,36 @@ func displayAddr(a net.Addr) string {
 		return a.String()
 	}
 	return fmt.Sprintf("localhost:%d", tcp.Port)
+}
+
+// firstSet returns the first non-empty value.
+func firstSet(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// newVerifier builds a token verifier from a key flag (an HMAC secret, or
+// the path of a PEM public key) or else a JWKS URL; nil when neither is
+// set.
+func newVerifier(ctx context.Context, logger *slog.Logger, key, jwksURL, audience, issuer string, sources auth.Source) (*auth.Verifier, error) {
+	c := auth.Config{Audience: audience, Issuer: issuer, Logger: logger, Sources: sources}
+	switch {
+	case key != "":
+		if pem, err := os.ReadFile(key); err == nil {
+			c.PublicKeyPEM = pem
+		} else {
+			c.Secret = []byte(key)
+		}
+	case jwksURL != "":
+		c.JWKSURL = jwksURL
+	default:
+		return nil, nil
+	}
+	// The server's context: a JWKS is fetched in the background until
+	// serve returns.
+	return auth.NewVerifier(context.WithoutCancel(ctx), c)
 }

@@ -1,0 +1,67 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/auth"
+)
+
+// Authenticator finds and verifies the credentials of a request.
+// [*auth.Verifier] is one.
+type Authenticator interface {
+	Authenticate(r *http.Request) (*auth.Identity, error)
+}
+
+// authenticate verifies r with a, answering 401 itself when that fails.
+// A missing token is allowed (nil identity) when anonymous is true; a
+// token that is present but invalid never is.
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, a Authenticator, anonymous bool) (*auth.Identity, bool) {
+	id, err := a.Authenticate(r)
+	if err == nil {
+		return id, true
+	}
+	if anonymous && auth.ReasonOf(err) == auth.ReasonMissing {
+		return nil, true
+	}
+	var ae *auth.Error
+	if !errors.As(err, &ae) {
+		ae = &auth.Error{Reason: auth.ReasonMalformed, Description: "the credentials could not be checked"}
+	}
+	w.Header().Set("WWW-Authenticate", ae.Challenge())
+	h.failWithReason(w, r, http.StatusUnauthorized, "unauthorized: "+ae.Description, string(ae.Reason))
+	return nil, false
+}
+
+// forbid answers 403 for a valid token that lacks a right.
+func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, msg string) {
+	w.Header().Set("WWW-Authenticate", auth.InsufficientScope(msg))
+	h.failWithReason(w, r, http.StatusForbidden, msg, "insufficient_scope")
+}
+
+// authorizePublish checks that id may publish every event.
+func authorizePublish(id *auth.Identity, events []herald.Event) (string, bool) {
+	for i := range events {
+		if !id.CanPublish(events[i].Topics) {
+			return "the token may not publish to " + strings.Join(events[i].Topics, ", "), false
+		}
+	}
+	return "", true
+}
+
+// authorizeSubscribe checks that id (nil: anonymous) may subscribe with
+// every selector. Anonymous subscribers may ask for anything: they
+// receive public events only.
+func authorizeSubscribe(id *auth.Identity, selectors []herald.Selector) (string, bool) {
+	if id == nil {
+		return "", true
+	}
+	for _, sel := range selectors {
+		if !id.CanSubscribe(sel) {
+			return "the token may not subscribe to " + sel.String(), false
+		}
+	}
+	return "", true
+}

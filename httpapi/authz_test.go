@@ -1,0 +1,163 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/auth"
+	"github.com/herald-sse/herald/httpapi"
+	"github.com/herald-sse/herald/sse"
+)
+
+var (
+	testSecret  = []byte("0123456789abcdef0123456789abcdef")
+	otherSecret = []byte("fedcba9876543210fedcba9876543210")
+)
+
+// mint signs a token for subject alice with the given rights
+// (space-separated selectors), expiring after ttl (negative: expired).
+func mint(t *testing.T, secret []byte, ttl time.Duration, publish, subscribe string) string {
+	t.Helper()
+	rights := map[string][]string{"publish": strings.Fields(publish), "subscribe": strings.Fields(subscribe)}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub":    "alice",
+		"exp":    time.Now().Add(ttl).Unix(),
+		"herald": rights,
+	}).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// startAuthHub serves a hub whose publishers and subscribers need tokens
+// signed with testSecret.
+func startAuthHub(t *testing.T, anonymous bool) *transportHub {
+	t.Helper()
+	v, err := auth.NewVerifier(context.Background(), auth.Config{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startTransport(t, "engine", func(_ *herald.Hub, h *httpapi.Handler) {
+		h.PublishAuth, h.SubscribeAuth, h.Anonymous = v, v, anonymous
+	})
+}
+
+type authAnswer struct {
+	status                int
+	reason, challenge, to string
+}
+
+func (th *transportHub) do(t *testing.T, method, path, token, body string) authAnswer {
+	t.Helper()
+	req, _ := http.NewRequest(method, th.srv.URL+path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := th.client(false, nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	a := authAnswer{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate")}
+	if resp.StatusCode != http.StatusOK {
+		var b struct{ Error, Reason string }
+		if err := json.NewDecoder(resp.Body).Decode(&b); err != nil {
+			t.Fatalf("%s %s: %d without a JSON body: %v", method, path, resp.StatusCode, err)
+		}
+		a.reason = b.Reason
+	}
+	return a
+}
+
+func TestPublishNeedsRights(t *testing.T) {
+	th := startAuthHub(t, false)
+	watcher := th.subscribe(t, mint(t, testSecret, time.Hour, "", "*"), "*")
+	event := `{"topic":"news","data":"x"}`
+	for _, tc := range []struct {
+		name, token, body string
+		status            int
+		reason, challenge string
+	}{
+		{"no token", "", event, 401, "missing", `Bearer realm="herald"`},
+		{"expired", mint(t, testSecret, -time.Hour, "*", ""), event, 401, "expired", `error="invalid_token"`},
+		{"wrong key", mint(t, otherSecret, time.Hour, "*", ""), event, 401, "bad_signature", `error="invalid_token"`},
+		{"garbage", "not.a.token", event, 401, "malformed", `error="invalid_token"`},
+		{"no right", mint(t, testSecret, time.Hour, "sports", ""), event, 403, "insufficient_scope", `error="insufficient_scope"`},
+		{"batch with one forbidden topic", mint(t, testSecret, time.Hour, "news", ""), `[{"topic":"news","data":"x"},{"topic":"sports","data":"y"}]`, 403, "insufficient_scope", "insufficient_scope"},
+	} {
+		got := th.do(t, http.MethodPost, "/publish", tc.token, tc.body)
+		if got.status != tc.status || got.reason != tc.reason || !strings.Contains(got.challenge, tc.challenge) {
+			t.Errorf("%s: %+v, want %d %s with a challenge containing %s", tc.name, got, tc.status, tc.reason, tc.challenge)
+		}
+		if n := th.logs.take("request rejected"); n != 1 {
+			t.Errorf("%s: logged %d times", tc.name, n)
+		}
+	}
+	// A right for the topic publishes; nothing refused above reached anyone.
+	if got := th.do(t, http.MethodPost, "/publish", mint(t, testSecret, time.Hour, "news", ""), `{"topic":"news","data":"allowed"}`); got.status != 200 {
+		t.Fatalf("publish with the right: %+v", got)
+	}
+	if m := watcher.next(t); m.Data != "allowed" {
+		t.Fatalf("first event seen: %q, want the allowed one", m.Data)
+	}
+}
+
+func TestSubscribeNeedsRights(t *testing.T) {
+	for _, anonymous := range []bool{false, true} {
+		th := startAuthHub(t, anonymous)
+		news := mint(t, testSecret, time.Hour, "", "news")
+		want := map[string]int{"no token": 401}
+		if anonymous {
+			want["no token"] = 200
+		}
+		for name, tc := range map[string]struct {
+			token, query string
+			status       int
+		}{
+			"no token":         {"", "topic=news", want["no token"]},
+			"invalid token":    {mint(t, otherSecret, time.Hour, "", "*"), "topic=news", 401},
+			"right":            {news, "topic=news", 200},
+			"all without *":    {news, "topic=*", 403},
+			"other topic":      {news, "topic=news&topic=sports", 403},
+			"all with *":       {mint(t, testSecret, time.Hour, "", "*"), "topic=*", 200},
+			"expired":          {mint(t, testSecret, -time.Minute, "", "*"), "topic=news", 401},
+			"token in a query": {"", "topic=news&access_token=" + url.QueryEscape(news), 200},
+		} {
+			got := th.do(t, http.MethodGet, "/events?"+tc.query, tc.token, "")
+			if got.status != tc.status {
+				t.Errorf("anonymous %v, %s: status %d (reason %s), want %d", anonymous, name, got.status, got.reason, tc.status)
+			}
+			if got.status == 401 && !strings.HasPrefix(got.challenge, "Bearer") {
+				t.Errorf("anonymous %v, %s: 401 without a Bearer challenge", anonymous, name)
+			}
+		}
+	}
+}
+
+// subscribe opens a stream with a token and waits for its headers.
+func (th *transportHub) subscribe(t *testing.T, token string, topics ...string) *stream {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, th.srv.URL+"/events?"+url.Values{"topic": topics}.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := th.client(false, nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("subscribe: status %d", resp.StatusCode)
+	}
+	s := &stream{resp: resp, dec: sse.NewDecoder(resp.Body)}
+	t.Cleanup(s.close)
+	return s
+}
