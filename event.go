@@ -40,7 +40,24 @@ type Event struct {
 	// Retry, when at least one millisecond, tells clients how long to wait
 	// before reconnecting.
 	Retry time.Duration
+	// Private events reach only subscribers whose rights
+	// (SubscribeOptions.Rights) match one of their topics, live and on
+	// replay.
+	Private bool
+	// ToUsers and ToConnections, when either is set, restrict the event
+	// to subscribers of its topics that are one of the users
+	// (SubscribeOptions.Subject) or one of the connections
+	// (SubscribeOptions.ConnectionID). Nobody else sees it, through the
+	// history neither.
+	ToUsers, ToConnections []string
 }
+
+// MaxRecipients bounds ToUsers and ToConnections together.
+const MaxRecipients = 1000
+
+// Targeted reports whether the event is restricted to some users or
+// connections.
+func (e *Event) Targeted() bool { return len(e.ToUsers)+len(e.ToConnections) > 0 }
 
 // ErrInvalidEvent is wrapped by every error that rejects an event because
 // of what it contains, so callers can tell bad input from hub failures.
@@ -91,6 +108,16 @@ func (e *Event) Validate() error {
 	}
 	if e.Retry < 0 {
 		return invalidEvent("retry must not be negative")
+	}
+	if n := len(e.ToUsers) + len(e.ToConnections); n > MaxRecipients {
+		return invalidEvent("%d recipients, at most %d", n, MaxRecipients)
+	}
+	for _, list := range [][]string{e.ToUsers, e.ToConnections} {
+		for _, r := range list {
+			if r == "" || len(r) > MaxIDLength || !utf8.ValidString(r) {
+				return invalidEvent("a recipient must be 1 to %d bytes of UTF-8", MaxIDLength)
+			}
+		}
 	}
 	return nil
 }

@@ -22,6 +22,10 @@ type Record struct {
 	// Time is when the hub published the event; age-based retention
 	// counts from it.
 	Time time.Time
+	// Private and the recipients restrict who may receive the event, on
+	// replay as live (see Event).
+	Private                bool
+	ToUsers, ToConnections []string
 }
 
 // Size is what a record costs a history's byte budget: its payload and
@@ -30,6 +34,11 @@ func (r *Record) Size() int {
 	n := 64 + len(r.ID) + len(r.Type) + len(r.Data)
 	for _, t := range r.Topics {
 		n += 16 + len(t)
+	}
+	for _, list := range [][]string{r.ToUsers, r.ToConnections} {
+		for _, u := range list {
+			n += 16 + len(u)
+		}
 	}
 	return n
 }
@@ -46,7 +55,8 @@ type History interface {
 	// store) is recognised as foreign instead of being mapped to the
 	// wrong position. It uses only characters [A-Za-z0-9_].
 	Epoch() string
-	// Append stores recs in order, setting each one's Position. If the
+	// Append stores recs in order, setting each one's Position. It copies
+	// what it keeps: the slices belong to the caller. If the
 	// returned wait is not nil, the hub calls it after releasing its lock
 	// and before acknowledging the publish: it blocks until the records
 	// are as durable as the store promises.

@@ -133,6 +133,16 @@ type SubscribeOptions struct {
 	// from (unknown, expired, or from another history) starts live, and
 	// [Subscriber.Reset] says why.
 	LastEventID string
+	// Subject is the authenticated user (a token's sub), for events sent
+	// to users (Event.ToUsers). Empty: anonymous.
+	Subject string
+	// Rights are the selectors the subscriber is entitled to: it receives
+	// a private event only if one of them matches one of its topics. Nil:
+	// public events only.
+	Rights []Selector
+	// ConnectionID names the subscription for events sent to connections
+	// (Event.ToConnections). Empty: none can be.
+	ConnectionID string
 	// Wake, if set, replaces the Ready and Done channels: the hub calls it
 	// when the queue turns non-empty and when the subscriber is removed
 	// ([Subscriber.Removed] tells). It runs while the hub holds its locks,
@@ -164,10 +174,11 @@ type Reset struct {
 
 // SubscribeWith registers a subscriber as opts describe.
 func (h *Hub) SubscribeWith(opts SubscribeOptions) (*Subscriber, error) {
-	return h.subscribe(opts.Wake, opts.Selectors, opts.LastEventID)
+	return h.subscribe(opts)
 }
 
-func (h *Hub) subscribe(wake func(), selectors []Selector, lastEventID string) (*Subscriber, error) {
+func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
+	wake, selectors, lastEventID := opts.Wake, opts.Selectors, opts.LastEventID
 	if len(selectors) == 0 {
 		return nil, ErrNoSelector
 	}
@@ -180,6 +191,9 @@ func (h *Hub) subscribe(wake func(), selectors []Selector, lastEventID string) (
 	h.init()
 	s := &Subscriber{
 		hub:       h,
+		subject:   opts.Subject,
+		rights:    opts.Rights,
+		connID:    opts.ConnectionID,
 		selectors: selectors,
 		limit:     h.queueBytes(),
 		wake:      wake,
@@ -250,9 +264,10 @@ func (h *Hub) Publish(events ...Event) ([]string, error) {
 	recs := make([]Record, len(events))
 	now := time.Now()
 	for i, e := range events {
-		// The history keeps the topics: a copy, so the caller may reuse
-		// its slice.
-		recs[i] = Record{ID: e.ID, Topics: slices.Clone(e.Topics), Type: e.Type, Data: e.Data, Retry: e.Retry, Time: now}
+		// Histories copy what they keep, so the caller's slices are
+		// not retained.
+		recs[i] = Record{ID: e.ID, Topics: e.Topics, Type: e.Type, Data: e.Data, Retry: e.Retry, Time: now,
+			Private: e.Private, ToUsers: e.ToUsers, ToConnections: e.ToConnections}
 	}
 
 	durable, err := h.publishLocked(recs, ids)
@@ -295,7 +310,7 @@ func (h *Hub) publishLocked(recs []Record, ids []string) (func() error, error) {
 		frames, ids[i] = h.appendFrame(frames, &recs[i])
 		// A frame is shared by every queue it reaches; the full slice
 		// expression keeps the next append from writing into it.
-		h.fanOutLocked(recs[i].Topics, frames[start:len(frames):len(frames)])
+		h.fanOutLocked(&recs[i], frames[start:len(frames):len(frames)])
 	}
 	h.published.Add(uint64(len(recs)))
 	return durable, nil
@@ -375,9 +390,11 @@ func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector)
 	return pos, ""
 }
 
-// fanOutLocked queues frame to each subscriber matching one of topics,
-// once. h.mu must be held.
-func (h *Hub) fanOutLocked(topics []string, frame []byte) {
+// fanOutLocked queues frame to each subscriber matching one of rec's
+// topics and allowed to see it, once. h.mu must be held.
+func (h *Hub) fanOutLocked(rec *Record, frame []byte) {
+	topics := rec.Topics
+	restricted := rec.Private || len(rec.ToUsers)+len(rec.ToConnections) > 0
 	h.publishSeq++
 	seq := h.publishSeq
 	var n uint64
@@ -386,6 +403,9 @@ func (h *Hub) fanOutLocked(topics []string, frame []byte) {
 			return
 		}
 		s.lastPublish = seq
+		if restricted && !s.mayReceive(rec) {
+			return
+		}
 		if s.enqueue(frame) {
 			n++
 			return

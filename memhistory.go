@@ -102,6 +102,8 @@ func (m *MemoryHistory) Append(recs []Record) (func() error, error) {
 	for i := range recs {
 		m.head++
 		r := recs[i]
+		// Copies: the caller may reuse its slices.
+		r.Topics, r.ToUsers, r.ToConnections = slices.Clone(r.Topics), slices.Clone(r.ToUsers), slices.Clone(r.ToConnections)
 		r.Position = m.head
 		recs[i].Position = m.head
 		if r.Time.IsZero() {

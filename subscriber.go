@@ -1,6 +1,7 @@
 package herald
 
 import (
+	"slices"
 	"sync"
 )
 
@@ -20,6 +21,11 @@ type Subscriber struct {
 	scanned   bool     // has selectors the hub must ask about every topic
 
 	lastPublish uint64 // guarded by hub.mu
+
+	// Who the subscriber is, for private and targeted events.
+	subject string
+	rights  []Selector
+	connID  string
 
 	// Set at subscription, then read-only: what to replay before the
 	// queue, or why there is nothing to replay.
@@ -120,6 +126,9 @@ func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
 		}
 		buf, frames = buf[:0], frames[:0]
 		for i := range recs {
+			if (recs[i].Private || len(recs[i].ToUsers)+len(recs[i].ToConnections) > 0) && !s.mayReceive(&recs[i]) {
+				continue // not for this subscriber, on replay as live
+			}
 			start := len(buf)
 			buf, _ = h.appendFrame(buf, &recs[i])
 			frames = append(frames, buf[start:])
@@ -130,6 +139,9 @@ func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
 		for i, f := range frames {
 			frames[i] = buf[off : off+len(f)]
 			off += len(f)
+		}
+		if len(frames) == 0 {
+			return nil
 		}
 		return fn(frames)
 	})
@@ -173,6 +185,19 @@ func (s *Subscriber) Close() error {
 	s.queue, s.queued = nil, 0
 	s.mu.Unlock()
 	return nil
+}
+
+// mayReceive reports whether the subscriber may see rec, a private or
+// targeted event that matches its selectors.
+func (s *Subscriber) mayReceive(rec *Record) bool {
+	if rec.Private && !Matches(s.rights, rec.Topics) {
+		return false
+	}
+	if len(rec.ToUsers)+len(rec.ToConnections) == 0 {
+		return true
+	}
+	return s.subject != "" && slices.Contains(rec.ToUsers, s.subject) ||
+		s.connID != "" && slices.Contains(rec.ToConnections, s.connID)
 }
 
 func (s *Subscriber) match(topic string) bool {

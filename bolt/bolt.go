@@ -156,8 +156,10 @@ var (
 const pageSize = 256
 
 // formatVersion 2 replaced version 1's per-topic loss marks ("lost",
-// "lostpos") with holes; Open converts a version 1 file.
-const formatVersion = 2
+// "lostpos") with holes; version 3 added to the record encoding who may
+// receive it (Private, ToUsers, ToConnections). Open converts older
+// files.
+const formatVersion = 3
 
 var (
 	bucketMeta       = []byte("meta")
@@ -179,6 +181,10 @@ var (
 	keyBytes    = []byte("bytes")
 	keyDropped  = []byte("dropped")
 	keyHoles    = []byte("holes")
+
+	// keyUpgraded is, while Open converts a version 2 file's records to
+	// version 3, the last position converted.
+	keyUpgraded = []byte("upgraded")
 )
 
 // History is a [herald.History] in a bbolt file. Its methods are safe for
@@ -297,6 +303,10 @@ func Open(path string, opts Options) (*History, error) {
 		done:      make(chan struct{}),
 	}
 	h.cond = sync.NewCond(&h.mu)
+	if err := h.upgrade(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := h.load(); err != nil {
 		db.Close()
 		return nil, err
@@ -330,10 +340,6 @@ func (h *History) load() error {
 		switch v := meta.Get(keyVersion); {
 		case v == nil:
 			if err := meta.Put(keyVersion, u64(formatVersion)); err != nil {
-				return err
-			}
-		case getU64(v) == 1:
-			if err := upgradeV1(tx); err != nil {
 				return err
 			}
 		case getU64(v) != formatVersion:
@@ -413,7 +419,86 @@ func upgradeV1(tx *bbolt.Tx) error {
 	if err := meta.Put(keyHoles, u64(0)); err != nil {
 		return err
 	}
-	return meta.Put(keyVersion, u64(formatVersion))
+	return meta.Put(keyVersion, u64(2))
+}
+
+// upgrade converts a file of an older format version, if it is one: a
+// version 1 file to version 2, then a version 2 file's records to the
+// version 3 encoding, a bounded batch per transaction; the last position
+// converted is kept in "meta" meanwhile, so a conversion interrupted by a
+// crash resumes where it stopped. Only then is the version set.
+func (h *History) upgrade() error {
+	var version uint64
+	err := h.db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return nil // a new file
+		}
+		version = getU64(meta.Get(keyVersion))
+		if version == 1 {
+			if err := upgradeV1(tx); err != nil {
+				return err
+			}
+			version = 2
+		}
+		return nil
+	})
+	for err == nil && version == 2 {
+		err = h.db.Update(func(tx *bbolt.Tx) error {
+			done, err := upgradeV2Step(tx, maxTxRecords, maxTxBytes)
+			if done {
+				version = formatVersion
+			}
+			return err
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("bolt: upgrading %s to format version %d: %w", h.path, formatVersion, err)
+	}
+	return nil
+}
+
+// upgradeV2Step re-encodes the next records of a version 2 file (at most
+// maxRecords, and about maxBytes) in the version 3 encoding, and sets the
+// version when none are left.
+func upgradeV2Step(tx *bbolt.Tx, maxRecords, maxBytes int) (done bool, err error) {
+	meta := tx.Bucket(bucketMeta)
+	records := tx.Bucket(bucketRecords)
+	if records == nil {
+		return true, meta.Put(keyVersion, u64(formatVersion))
+	}
+	type kv struct{ k, v []byte }
+	var batch []kv
+	size := 0
+	c := records.Cursor()
+	var k, v []byte
+	if last := meta.Get(keyUpgraded); last != nil {
+		k, v = c.Seek(u64(getU64(last) + 1))
+	} else {
+		k, v = c.First()
+	}
+	// Collect first: a bucket must not change under a cursor walking it.
+	for ; k != nil && len(batch) < maxRecords && size < maxBytes; k, v = c.Next() {
+		r, err := decodeV2(v)
+		if err != nil {
+			return false, fmt.Errorf("record %d: %w", getU64(k), err)
+		}
+		enc := encode(make([]byte, 0, len(v)+3), &r)
+		batch = append(batch, kv{slices.Clone(k), enc})
+		size += len(enc)
+	}
+	for _, e := range batch {
+		if err := records.Put(e.k, e.v); err != nil {
+			return false, err
+		}
+	}
+	if k != nil {
+		return false, meta.Put(keyUpgraded, batch[len(batch)-1].k)
+	}
+	if err := meta.Delete(keyUpgraded); err != nil {
+		return false, err
+	}
+	return true, meta.Put(keyVersion, u64(formatVersion))
 }
 
 // Path returns the file the history is stored in.
@@ -498,6 +583,8 @@ func (h *History) Append(recs []herald.Record) (func() error, error) {
 			h.queuedIDs[r.ID] = r.Position
 		}
 		r.Topics = slices.Clone(r.Topics)
+		r.ToUsers = slices.Clone(r.ToUsers)
+		r.ToConnections = slices.Clone(r.ToConnections)
 		b.recs = append(b.recs, r)
 	}
 	if h.front.IsZero() {
@@ -1294,7 +1381,16 @@ func (h *History) Close() error {
 
 // Record encoding: varint seconds, uvarint nanoseconds, varint retry,
 // then uvarint-length-prefixed ID, type and each topic (after their
-// count), and the data to the end.
+// count), uvarint flags (flagPrivate; other bits make the record
+// corrupt), the recipients ToUsers and ToConnections (each a count, then
+// each uvarint-length-prefixed), and the data to the end.
+//
+// Version 2 had neither the flags nor the recipients: the data followed
+// the topics. The prefix up to the topics is the same in both, which
+// decodeTime and decodeTopics read.
+
+// flagPrivate is the flag of a record with Private set.
+const flagPrivate = 1 << 0
 
 func encode(dst []byte, r *herald.Record) []byte {
 	dst = binary.AppendVarint(dst, r.Time.Unix())
@@ -1302,10 +1398,14 @@ func encode(dst []byte, r *herald.Record) []byte {
 	dst = binary.AppendVarint(dst, int64(r.Retry))
 	dst = appendString(dst, r.ID)
 	dst = appendString(dst, r.Type)
-	dst = binary.AppendUvarint(dst, uint64(len(r.Topics)))
-	for _, t := range r.Topics {
-		dst = appendString(dst, t)
+	dst = encodeTopics(dst, r.Topics)
+	var flags uint64
+	if r.Private {
+		flags |= flagPrivate
 	}
+	dst = binary.AppendUvarint(dst, flags)
+	dst = encodeTopics(dst, r.ToUsers)
+	dst = encodeTopics(dst, r.ToConnections)
 	return append(dst, r.Data...)
 }
 
@@ -1330,7 +1430,12 @@ func decodeTime(v []byte) time.Time {
 
 // decode copies a record out of v, which is only valid in its
 // transaction. Position is left zero.
-func decode(v []byte) (herald.Record, error) {
+func decode(v []byte) (herald.Record, error) { return decodeVersion(v, formatVersion) }
+
+// decodeV2 decodes a record of a version 1 or 2 file.
+func decodeV2(v []byte) (herald.Record, error) { return decodeVersion(v, 2) }
+
+func decodeVersion(v []byte, version int) (herald.Record, error) {
 	var r herald.Record
 	d := decoder{b: v}
 	sec := d.varint()
@@ -1339,13 +1444,15 @@ func decode(v []byte) (herald.Record, error) {
 	r.Retry = time.Duration(d.varint())
 	r.ID = d.string()
 	r.Type = d.string()
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		return r, errCorrupt
-	}
-	r.Topics = make([]string, n)
-	for i := range r.Topics {
-		r.Topics[i] = d.string()
+	r.Topics = d.strings(false)
+	if version >= 3 {
+		flags := d.uvarint()
+		if flags&^flagPrivate != 0 {
+			return r, errCorrupt // a restriction this herald does not know
+		}
+		r.Private = flags&flagPrivate != 0
+		r.ToUsers = d.strings(true)
+		r.ToConnections = d.strings(true)
 	}
 	if d.bad {
 		return r, errCorrupt
@@ -1437,6 +1544,24 @@ func (d *decoder) uvarint() uint64 {
 }
 
 func (d *decoder) string() string { return string(d.bytes()) }
+
+// strings reads a count, then that many strings; nil for none if
+// nilIfNone, else an empty slice.
+func (d *decoder) strings(nilIfNone bool) []string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.bad, d.b = true, nil
+		return nil
+	}
+	if n == 0 && nilIfNone {
+		return nil
+	}
+	s := make([]string, n)
+	for i := range s {
+		s[i] = d.string()
+	}
+	return s
+}
 
 func (d *decoder) skip() { d.bytes() }
 

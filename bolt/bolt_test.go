@@ -166,7 +166,8 @@ func TestReopenWithSmallerRetention(t *testing.T) {
 func equalRecords(a, b []herald.Record) bool {
 	return slices.EqualFunc(a, b, func(x, y herald.Record) bool {
 		return x.Position == y.Position && x.ID == y.ID && x.Type == y.Type && x.Data == y.Data &&
-			x.Retry == y.Retry && x.Time.Equal(y.Time) && slices.Equal(x.Topics, y.Topics)
+			x.Retry == y.Retry && x.Time.Equal(y.Time) && slices.Equal(x.Topics, y.Topics) &&
+			x.Private == y.Private && slices.Equal(x.ToUsers, y.ToUsers) && slices.Equal(x.ToConnections, y.ToConnections)
 	})
 }
 
@@ -600,6 +601,7 @@ func TestUpgradeFromVersion1(t *testing.T) {
 	if err := h.Close(); err != nil {
 		t.Fatal(err)
 	}
+	toV2(t, path) // version 1 had version 2's record encoding
 	db, err := bbolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package bolt
 import (
 	"errors"
 
+	"github.com/herald-sse/herald"
+
 	bbolt "go.etcd.io/bbolt"
 )
 
@@ -80,4 +82,17 @@ func (h *History) pending() (failed []uint64, queuedIDs int) {
 		failed = append(failed, x.pos)
 	}
 	return failed, len(h.queuedIDs)
+}
+
+// Reopen implements historytest.Reopener: it closes h and opens its file
+// again with the same options.
+func (h *History) Reopen() (herald.History, error) {
+	if err := h.Close(); err != nil {
+		return nil, err
+	}
+	sync := SyncAlways
+	if h.noSync {
+		sync = SyncNever
+	}
+	return Open(h.path, Options{Retention: h.retention, Sync: sync})
 }

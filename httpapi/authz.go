@@ -52,10 +52,12 @@ func authorizePublish(id *auth.Identity, events []herald.Event) (string, bool) {
 }
 
 // authorizeSubscribe checks that id (nil: anonymous) may subscribe with
-// every selector. Anonymous subscribers may ask for anything: they
-// receive public events only.
-func authorizeSubscribe(id *auth.Identity, selectors []herald.Selector) (string, bool) {
-	if id == nil {
+// every selector. Where anonymous subscribing is allowed, anyone may ask
+// for anything, since what is public is open to all: a token's rights
+// then only decide which private events it sees. Otherwise the rights
+// bound the selectors.
+func authorizeSubscribe(id *auth.Identity, selectors []herald.Selector, anonymous bool) (string, bool) {
+	if id == nil || anonymous {
 		return "", true
 	}
 	for _, sel := range selectors {

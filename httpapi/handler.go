@@ -93,8 +93,10 @@ type Handler struct {
 	// otherwise), unless Anonymous. Nil lets anyone subscribe.
 	SubscribeAuth Authenticator
 	// Anonymous lets a stream without any token subscribe when
-	// SubscribeAuth is set. A token that is present but invalid is still
-	// refused.
+	// SubscribeAuth is set, to public events. Then any stream may ask for
+	// any selector (what is public is open to all), and a token's rights
+	// only decide which private events it sees. A token that is present
+	// but invalid is still refused.
 	Anonymous bool
 	// CORSOrigins lists the origins of other sites whose pages may use
 	// the API from a browser, with credentials: exact origins

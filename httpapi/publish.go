@@ -119,12 +119,21 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 
 // jsonEvent is one event of a JSON publish body.
 type jsonEvent struct {
-	Topic  string          `json:"topic"`
-	Topics []string        `json:"topics"`
-	Data   json.RawMessage `json:"data"`
-	Event  string          `json:"event"`
-	ID     string          `json:"id"`
-	Retry  *int64          `json:"retry"`
+	Topic   string          `json:"topic"`
+	Topics  []string        `json:"topics"`
+	Data    json.RawMessage `json:"data"`
+	Event   string          `json:"event"`
+	ID      string          `json:"id"`
+	Retry   *int64          `json:"retry"`
+	Private bool            `json:"private"`
+	To      *jsonRecipients `json:"to"`
+}
+
+// jsonRecipients restricts an event to users (token subjects) or
+// connections.
+type jsonRecipients struct {
+	Users       []string `json:"users"`
+	Connections []string `json:"connections"`
 }
 
 // decodeJSONEvents reads one event object, or an array of them (a batch).
@@ -171,7 +180,13 @@ func decodeJSONEvents(body []byte) (events []herald.Event, batch bool, err error
 }
 
 func (j *jsonEvent) event() (herald.Event, error) {
-	e := herald.Event{ID: j.ID, Type: j.Event}
+	e := herald.Event{ID: j.ID, Type: j.Event, Private: j.Private}
+	if j.To != nil {
+		e.ToUsers, e.ToConnections = j.To.Users, j.To.Connections
+		if !e.Targeted() {
+			return e, errors.New(`"to" names no user and no connection`)
+		}
+	}
 	e.Topics = topicList(j.Topic, j.Topics)
 	if len(e.Topics) == 0 {
 		return e, errors.New(`missing "topic" (or "topics")`)
@@ -247,7 +262,7 @@ func jsonError(err error) error {
 }
 
 // formFields are the fields a form publish may carry; only topic repeats.
-var formFields = map[string]bool{"topic": true, "data": true, "event": true, "id": true, "retry": true}
+var formFields = map[string]bool{"topic": true, "data": true, "event": true, "id": true, "retry": true, "private": true}
 
 // decodeFormEvent reads an application/x-www-form-urlencoded publish, so
 // that `curl -d topic=news -d data=hello` works.
@@ -272,6 +287,13 @@ func decodeFormEvent(body []byte) (herald.Event, error) {
 	e.Data = form.Get("data")
 	e.Type = form.Get("event")
 	e.ID = form.Get("id")
+	if v, ok := form["private"]; ok {
+		private, err := strconv.ParseBool(v[0])
+		if err != nil {
+			return e, errors.New(`"private" must be true or false`)
+		}
+		e.Private = private
+	}
 	if v, ok := form["retry"]; ok {
 		ms, err := strconv.ParseInt(v[0], 10, 64)
 		if err != nil {

@@ -93,14 +93,20 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
+	opts := herald.SubscribeOptions{Selectors: selectors, LastEventID: lastEventID(r)}
 	if h.SubscribeAuth != nil {
 		id, ok := h.authenticate(w, r, h.SubscribeAuth, h.Anonymous)
 		if !ok {
 			return
 		}
-		if msg, ok := authorizeSubscribe(id, selectors); !ok {
+		if msg, ok := authorizeSubscribe(id, selectors, h.Anonymous); !ok {
 			h.forbid(w, r, msg)
 			return
+		}
+		if id != nil {
+			// Private events need a subscribe right for one of their
+			// topics; targeted ones, this subject.
+			opts.Subject, opts.Rights = id.Subject, id.Subscribe
 		}
 	}
 
@@ -111,7 +117,6 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	opts := herald.SubscribeOptions{Selectors: selectors, LastEventID: lastEventID(r)}
 	if e := engineFor(w, r); e != nil && h.serveHijacked(w, r, e, opts, raw, ip) {
 		return
 	}
