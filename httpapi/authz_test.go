@@ -295,3 +295,70 @@ func TestPrivateAndTargetedOverHTTP(t *testing.T) {
 		t.Fatal("no restricted event was delivered to anyone: the test proves nothing")
 	}
 }
+
+// At most MaxConnectionsPerSubject streams per user, whatever address
+// they come from.
+func TestMaxConnectionsPerSubject(t *testing.T) {
+	v, err := auth.NewVerifier(context.Background(), auth.Config{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := startTransport(t, "engine", func(_ *herald.Hub, h *httpapi.Handler) {
+		h.SubscribeAuth, h.MaxConnectionsPerSubject = v, 2
+	})
+	alice := mint(t, testSecret, time.Hour, "", "*")
+	first := th.subscribe(t, alice, "a")
+	th.subscribe(t, alice, "b")
+	if got := th.do(t, http.MethodGet, "/events?topic=c", alice, ""); got.status != http.StatusTooManyRequests {
+		t.Fatalf("third stream of one user: %+v, want 429", got)
+	}
+	first.close()
+	waitFor(t, "the slot to be released", func() bool { return th.handler.ActiveStreams() == 1 })
+	th.subscribe(t, alice, "c")
+}
+
+// Each publisher gets PublishRate events per second with bursts of
+// PublishBurst; beyond, 429 with Retry-After. Publishers do not share a
+// bucket.
+func TestPublishRateLimit(t *testing.T) {
+	v, err := auth.NewVerifier(context.Background(), auth.Config{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := startTransport(t, "engine", func(_ *herald.Hub, h *httpapi.Handler) {
+		h.PublishAuth, h.PublishRate, h.PublishBurst = v, 0.5, 3 // a slow refill: the test never waits for it
+	})
+	sign := func(sub string) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+			"sub": sub, "exp": time.Now().Add(time.Hour).Unix(), "herald": map[string][]string{"publish": {"*"}},
+		}).SignedString(testSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	alice, bob := sign("alice"), sign("bob")
+	if got := th.do(t, http.MethodPost, "/publish", alice, `[{"topic":"a"},{"topic":"a"}]`); got.status != 200 {
+		t.Fatalf("a batch within the burst: %+v", got)
+	}
+	if got := th.do(t, http.MethodPost, "/publish", alice, `{"topic":"a"}`); got.status != 200 {
+		t.Fatalf("the burst's last event: %+v", got)
+	}
+	req, _ := http.NewRequest(http.MethodPost, th.srv.URL+"/publish", strings.NewReader(`{"topic":"a"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+alice)
+	resp, err := th.client(false, nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("over the rate: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if got := th.do(t, http.MethodPost, "/publish", bob, `{"topic":"a"}`); got.status != 200 {
+		t.Fatalf("another publisher: %+v", got)
+	}
+	if got := th.do(t, http.MethodPost, "/publish", bob, `[{"topic":"a"},{"topic":"a"},{"topic":"a"},{"topic":"a"}]`); got.status != http.StatusTooManyRequests {
+		t.Fatalf("a batch over the burst: %+v", got)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"runtime"
 	"strconv"
 	"sync"
@@ -241,8 +240,8 @@ type hijackedStream struct {
 	h      *Handler
 	writer *streamWriter
 	remote string
-	ip     netip.Addr // the client, whose connection slot the stream holds
-	opened int64      // unix nanoseconds
+	owner  owner // whose connection slot the stream holds
+	opened int64 // unix nanoseconds
 
 	scheduled      bool        // guarded by writer.mu
 	registered     atomic.Bool // set up and owned by the engine; before that, flushes are skipped
@@ -277,8 +276,8 @@ type frameCursor struct {
 // having written nothing and kept the slot with the caller, if the
 // connection cannot be taken over; the caller then serves the stream
 // itself.
-func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engine, opts herald.SubscribeOptions, raw []string, ip netip.Addr) bool {
-	s := &hijackedStream{h: h, remote: r.RemoteAddr, ip: ip, opened: time.Now().UnixNano()}
+func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engine, opts herald.SubscribeOptions, raw []string, o owner) bool {
+	s := &hijackedStream{h: h, remote: r.RemoteAddr, owner: o, opened: time.Now().UnixNano()}
 	s.writer = e.writers[e.nextWriter.Add(1)%uint32(len(e.writers))]
 	// Held until the stream is registered: the hub may wake it as soon as
 	// it subscribes.
@@ -294,7 +293,7 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	sub, err := h.Hub.SubscribeWith(opts)
 	if err != nil {
 		giveUp()
-		h.releaseStream(s.ip)
+		h.releaseStream(s.owner)
 		w.Header().Set("Retry-After", "5")
 		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")
 		return true
@@ -316,7 +315,7 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	if err := h.writeHijackedStart(conn, w.Header(), sub); err != nil {
 		giveUp()
 		conn.Close()
-		h.releaseStream(s.ip)
+		h.releaseStream(s.owner)
 		if errors.Is(err, herald.ErrHistoryLost) {
 			h.logger().LogAttrs(r.Context(), slog.LevelInfo, "replay overtaken by retention", slog.String("remote", s.remote))
 		}
@@ -328,7 +327,7 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 		// any more.
 		giveUp()
 		conn.Close()
-		h.releaseStream(s.ip)
+		h.releaseStream(s.owner)
 		h.logger().Error("hijacked stream connection could not be detached", "remote", s.remote, "error", err)
 		return true
 	}
@@ -602,7 +601,7 @@ func (s *hijackedStream) endLocked(why endReason, err error) {
 	_ = netpoll.CloseFD(s.fd, why == endSlow)
 	s.sub.Close()
 	s.pending, s.stall = nil, nil
-	s.h.releaseStream(s.ip)
+	s.h.releaseStream(s.owner)
 
 	log := s.h.logger()
 	ctx := context.Background()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -56,11 +57,23 @@ type Handler struct {
 	// (see TrustedProxies); past it new streams get 429 with Retry-After.
 	// Zero means no cap.
 	MaxConnectionsPerIP int
+	// MaxConnectionsPerSubject caps concurrent streams of one
+	// authenticated user (a token's sub); past it new streams get 429.
+	// Zero means no cap.
+	MaxConnectionsPerSubject int
 	// TrustedProxies are the addresses of reverse proxies in front of the
 	// hub. For a request from one of them, the client is the rightmost
 	// address in X-Forwarded-For that is not itself a trusted proxy; from
 	// anyone else, X-Forwarded-For is ignored (it is trivially forged).
 	TrustedProxies []netip.Prefix
+	// PublishRate limits each publisher (a token's subject; the client
+	// address when publishing needs no token) to this many events per
+	// second, with bursts of PublishBurst; beyond, 429 with Retry-After.
+	// Zero means no limit.
+	PublishRate float64
+	// PublishBurst is the most events a publisher may send at once. Zero
+	// means PublishRate rounded up (at least 1).
+	PublishBurst int
 	// MaxBodyBytes caps a publish body; larger bodies get 413. Zero means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -113,8 +126,10 @@ type Handler struct {
 	Logger *slog.Logger
 
 	streams     atomic.Int64 // open streams, counted exactly for MaxConnections
-	perIPMu     sync.Mutex
+	publishers  publishLimiters
+	perMu       sync.Mutex
 	perIP       map[netip.Addr]int // open streams per client, when MaxConnectionsPerIP is set
+	perSubject  map[string]int     // open streams per token subject, when MaxConnectionsPerSubject is set
 	frameSlices sync.Pool          // *[][]byte for draining queues, so idle streams hold none
 
 	idleMu      sync.Mutex
@@ -160,28 +175,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // ActiveStreams returns the number of streams being served.
 func (h *Handler) ActiveStreams() int { return int(h.streams.Load()) }
 
-// acquireStream takes a connection slot for a stream from client ip, or
-// answers why not (the status and message of the refusal). A
-// compare-and-swap loop rather than add-then-undo keeps the total exact: a
-// transient overshoot would refuse a request that arrived while a slot was
-// in fact free.
-func (h *Handler) acquireStream(ip netip.Addr) (status int, msg string) {
-	if h.MaxConnectionsPerIP > 0 {
-		h.perIPMu.Lock()
-		if h.perIP[ip] >= h.MaxConnectionsPerIP {
-			h.perIPMu.Unlock()
-			return http.StatusTooManyRequests, "too many streams from this address"
-		}
-		if h.perIP == nil {
-			h.perIP = make(map[netip.Addr]int)
-		}
-		h.perIP[ip]++
-		h.perIPMu.Unlock()
+// owner is who holds a connection slot: the client address and, when
+// authenticated, the token's subject.
+type owner struct {
+	ip      netip.Addr
+	subject string
+}
+
+// acquireStream takes a connection slot for a stream of o, or answers why
+// not (the status and message of the refusal). A compare-and-swap loop
+// rather than add-then-undo keeps the total exact: a transient overshoot
+// would refuse a request that arrived while a slot was in fact free.
+func (h *Handler) acquireStream(o owner) (status int, msg string) {
+	if !take(&h.perMu, &h.perIP, o.ip, h.MaxConnectionsPerIP) {
+		return http.StatusTooManyRequests, "too many streams from this address"
+	}
+	if o.subject != "" && !take(&h.perMu, &h.perSubject, o.subject, h.MaxConnectionsPerSubject) {
+		give(&h.perMu, h.perIP, o.ip, h.MaxConnectionsPerIP)
+		return http.StatusTooManyRequests, "too many streams for this user"
 	}
 	for {
 		n := h.streams.Load()
 		if h.MaxConnections > 0 && n >= int64(h.MaxConnections) {
-			h.releasePerIP(ip)
+			h.releaseOwner(o)
 			return http.StatusServiceUnavailable, "too many connections"
 		}
 		if h.streams.CompareAndSwap(n, n+1) {
@@ -190,20 +206,46 @@ func (h *Handler) acquireStream(ip netip.Addr) (status int, msg string) {
 	}
 }
 
-func (h *Handler) releasePerIP(ip netip.Addr) {
-	if h.MaxConnectionsPerIP <= 0 {
-		return
+// take counts one more stream for key unless it has limit already; a
+// limit of 0 counts nothing.
+func take[K comparable](mu *sync.Mutex, counts *map[K]int, key K, limit int) bool {
+	if limit <= 0 {
+		return true
 	}
-	h.perIPMu.Lock()
-	if h.perIP[ip]--; h.perIP[ip] <= 0 {
-		delete(h.perIP, ip)
+	mu.Lock()
+	defer mu.Unlock()
+	if (*counts)[key] >= limit {
+		return false
 	}
-	h.perIPMu.Unlock()
+	if *counts == nil {
+		*counts = make(map[K]int)
+	}
+	(*counts)[key]++
+	return true
 }
 
-// releaseStream gives back the slot acquireStream took for ip.
-func (h *Handler) releaseStream(ip netip.Addr) {
-	h.releasePerIP(ip)
+// give undoes take.
+func give[K comparable](mu *sync.Mutex, counts map[K]int, key K, limit int) {
+	if limit <= 0 {
+		return
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if counts[key]--; counts[key] <= 0 {
+		delete(counts, key)
+	}
+}
+
+func (h *Handler) releaseOwner(o owner) {
+	give(&h.perMu, h.perIP, o.ip, h.MaxConnectionsPerIP)
+	if o.subject != "" {
+		give(&h.perMu, h.perSubject, o.subject, h.MaxConnectionsPerSubject)
+	}
+}
+
+// releaseStream gives back the slot acquireStream took for o.
+func (h *Handler) releaseStream(o owner) {
+	h.releaseOwner(o)
 	if h.streams.Add(-1) == 0 {
 		h.idleMu.Lock()
 		for _, c := range h.idleWaiters {
@@ -299,6 +341,13 @@ func (h *Handler) resetEvent() string {
 		return h.ResetEvent
 	}
 	return DefaultResetEvent
+}
+
+func (h *Handler) publishBurst() int {
+	if h.PublishBurst > 0 {
+		return h.PublishBurst
+	}
+	return max(1, int(math.Ceil(h.PublishRate)))
 }
 
 func (h *Handler) bodyReadTimeout() time.Duration {

@@ -89,6 +89,22 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if h.PublishRate > 0 {
+		key := "ip " + h.clientIP(r).String()
+		if id != nil {
+			key = "sub " + id.Subject
+		}
+		wait, ok := h.publishers.take(key, len(events), h.PublishRate, h.publishBurst(), time.Now())
+		switch {
+		case !ok:
+			h.fail(w, r, http.StatusTooManyRequests, fmt.Sprintf("a batch of %d events is more than the %d a publisher may send at once", len(events), h.publishBurst()))
+			return
+		case wait > 0:
+			w.Header().Set("Retry-After", retryAfter(wait))
+			h.fail(w, r, http.StatusTooManyRequests, "publish rate limit exceeded")
+			return
+		}
+	}
 
 	ids, err := h.Hub.Publish(events...)
 	switch {

@@ -110,17 +110,17 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	ip := h.clientIP(r)
-	if status, msg := h.acquireStream(ip); status != 0 {
+	o := owner{ip: h.clientIP(r), subject: opts.Subject}
+	if status, msg := h.acquireStream(o); status != 0 {
 		w.Header().Set("Retry-After", "5")
 		h.fail(w, r, status, msg)
 		return
 	}
 
-	if e := engineFor(w, r); e != nil && h.serveHijacked(w, r, e, opts, raw, ip) {
+	if e := engineFor(w, r); e != nil && h.serveHijacked(w, r, e, opts, raw, o) {
 		return
 	}
-	defer h.releaseStream(ip)
+	defer h.releaseStream(o)
 
 	sub, err := h.Hub.SubscribeWith(opts)
 	if err != nil {

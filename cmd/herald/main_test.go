@@ -127,6 +127,7 @@ func TestInvalidValuesExit2(t *testing.T) {
 		{"--tls-cert", "cert.pem"},
 		{"--trusted-proxies", "10.0.0.0/8,proxy.example"},
 		{"--max-connections-per-ip", "-1"},
+		{"--publish-rate", "-2"},
 		{"--jwt-key", "short"},
 		{"--anonymous"},
 		{"--reset-event", "a\nb"},

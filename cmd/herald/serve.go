@@ -33,6 +33,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	heartbeat := fs.Duration("heartbeat", herald.DefaultHeartbeat, "interval of keep-alive comments on idle streams; 0 disables")
 	maxConns := fs.Int("max-connections", 10000, "most concurrent streams; 0 means no limit")
 	maxPerIP := fs.Int("max-connections-per-ip", 0, "most concurrent streams from one client address (429 beyond); 0 means no limit")
+	maxPerSubject := fs.Int("max-connections-per-subject", 0, "most concurrent streams of one token subject (429 beyond); 0 means no limit")
+	publishRate := fs.Float64("publish-rate", 0, "events per second each publisher (token subject, or address without keys) may publish (429 beyond); 0 means no limit")
+	publishBurst := fs.Int("publish-burst", 0, "events a publisher may send at once within --publish-rate; 0 means the rate rounded up")
 	trustedProxies := fs.String("trusted-proxies", "", "comma-separated `addresses or CIDRs` of reverse proxies whose X-Forwarded-For names the client")
 	queueBytes := fs.Int("queue-bytes", herald.DefaultQueueBytes, "`bytes` that may wait for one slow stream before it is dropped")
 	maxBody := fs.Int64("max-body", httpapi.DefaultMaxBodyBytes, "largest publish body in `bytes`")
@@ -95,8 +98,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		}
 		proxies = append(proxies, prefix)
 	}
-	if *maxPerIP < 0 {
-		return usageError(stderr, "--max-connections-per-ip must not be negative")
+	if *maxPerIP < 0 || *maxPerSubject < 0 || *publishRate < 0 || *publishBurst < 0 {
+		return usageError(stderr, "--max-connections-per-ip, --max-connections-per-subject, --publish-rate and --publish-burst must not be negative")
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usageError(stderr, "--tls-cert and --tls-key go together")
@@ -197,18 +200,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		hub.Heartbeat = -1 // the flag's 0 means off; the Hub's 0 means default
 	}
 	handler := &httpapi.Handler{
-		Hub:                 hub,
-		MaxConnections:      *maxConns,
-		MaxBodyBytes:        *maxBody,
-		WriteTimeout:        *writeTimeout,
-		Retry:               *retry,
-		ResetEvent:          *resetEvent,
-		CORSOrigins:         origins,
-		Anonymous:           *anonymous,
-		MaxConnectionsPerIP: *maxPerIP,
-		TrustedProxies:      proxies,
-		Page:                web.Handler(),
-		Logger:              logger,
+		Hub:                      hub,
+		MaxConnections:           *maxConns,
+		MaxBodyBytes:             *maxBody,
+		WriteTimeout:             *writeTimeout,
+		Retry:                    *retry,
+		ResetEvent:               *resetEvent,
+		CORSOrigins:              origins,
+		Anonymous:                *anonymous,
+		MaxConnectionsPerSubject: *maxPerSubject,
+		PublishRate:              *publishRate,
+		PublishBurst:             *publishBurst,
+		MaxConnectionsPerIP:      *maxPerIP,
+		TrustedProxies:           proxies,
+		Page:                     web.Handler(),
+		Logger:                   logger,
 	}
 	if *writeTimeout == 0 {
 		handler.WriteTimeout = -1
