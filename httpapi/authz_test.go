@@ -153,7 +153,9 @@ func TestSubscribeNeedsRights(t *testing.T) {
 func (th *transportHub) subscribe(t *testing.T, token string, topics ...string) *stream {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, th.srv.URL+"/events?"+url.Values{"topic": topics}.Encode(), nil)
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := th.client(false, nil).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -360,5 +362,80 @@ func TestPublishRateLimit(t *testing.T) {
 	}
 	if got := th.do(t, http.MethodPost, "/publish", bob, `[{"topic":"a"},{"topic":"a"},{"topic":"a"},{"topic":"a"}]`); got.status != http.StatusTooManyRequests {
 		t.Fatalf("a batch over the burst: %+v", got)
+	}
+}
+
+// With AnnounceConnections, each stream first learns its connection ID;
+// an event sent to that ID reaches that stream only; GET /connections
+// (publishers only) lists the open streams.
+func TestConnectionsAnnouncedTargetedListed(t *testing.T) {
+	for _, mode := range []string{"engine", "goroutine"} {
+		t.Run(mode, func(t *testing.T) {
+			v, err := auth.NewVerifier(context.Background(), auth.Config{Secret: testSecret})
+			if err != nil {
+				t.Fatal(err)
+			}
+			th := startTransport(t, mode, func(_ *herald.Hub, h *httpapi.Handler) {
+				h.PublishAuth, h.SubscribeAuth, h.Anonymous, h.AnnounceConnections = v, v, true, true
+			})
+			connected := func(s *stream) string {
+				t.Helper()
+				m := s.next(t)
+				var d struct{ Connection string }
+				if m.Type != httpapi.DefaultConnectedEvent || json.Unmarshal([]byte(m.Data), &d) != nil || d.Connection == "" || m.LastEventID != "" {
+					t.Fatalf("first event %+v, want %s with a connection id and no event id", m, httpapi.DefaultConnectedEvent)
+				}
+				return d.Connection
+			}
+			a := th.subscribe(t, mint(t, testSecret, time.Hour, "", "news"), "news")
+			b := th.subscribe(t, "", "news")
+			idA, idB := connected(a), connected(b)
+			if idA == idB {
+				t.Fatal("two streams share a connection id")
+			}
+			admin := mint(t, testSecret, time.Hour, "*", "")
+			if got := th.do(t, http.MethodPost, "/publish", admin, `{"topic":"news","data":"for a","to":{"connections":["`+idA+`"]}}`); got.status != 200 {
+				t.Fatalf("targeted publish: %+v", got)
+			}
+			th.do(t, http.MethodPost, "/publish", admin, `{"topic":"news","data":"for all"}`)
+			if m := a.next(t); m.Data != "for a" {
+				t.Fatalf("a got %q first, want the event sent to it", m.Data)
+			}
+			if m := b.next(t); m.Data != "for all" {
+				t.Fatalf("b got %q first: the event sent to a leaked", m.Data)
+			}
+
+			if got := th.do(t, http.MethodGet, "/connections", "", ""); got.status != http.StatusUnauthorized {
+				t.Fatalf("/connections without a token: %+v", got)
+			}
+			req, _ := http.NewRequest(http.MethodGet, th.srv.URL+"/connections", nil)
+			req.Header.Set("Authorization", "Bearer "+admin)
+			resp, err := th.client(false, nil).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var list struct {
+				Connections []struct {
+					ID, Subject, Remote string
+					Topics              []string
+				}
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+				t.Fatal(err)
+			}
+			subjects := map[string]string{}
+			for _, c := range list.Connections {
+				subjects[c.ID] = c.Subject
+				if c.Remote == "" || !slices.Equal(c.Topics, []string{"news"}) {
+					t.Errorf("connection %+v lacks its remote address or topics", c)
+				}
+			}
+			if len(subjects) != 2 || subjects[idA] != "alice" || subjects[idB] != "" {
+				t.Fatalf("listed %+v, want %s (alice) and %s (anonymous)", list.Connections, idA, idB)
+			}
+			b.close()
+			waitFor(t, "the closed stream to leave the list", func() bool { return th.handler.ActiveStreams() == 1 })
+		})
 	}
 }

@@ -240,8 +240,9 @@ type hijackedStream struct {
 	h      *Handler
 	writer *streamWriter
 	remote string
-	owner  owner // whose connection slot the stream holds
-	opened int64 // unix nanoseconds
+	owner  owner  // whose connection slot the stream holds
+	connID string // announced connection ID, if any
+	opened int64  // unix nanoseconds
 
 	scheduled      bool        // guarded by writer.mu
 	registered     atomic.Bool // set up and owned by the engine; before that, flushes are skipped
@@ -288,6 +289,7 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 		if s.sub != nil {
 			s.sub.Close()
 		}
+		h.conns.remove(s.connID)
 	}
 	opts.Wake = func() { s.writer.schedule(s) }
 	sub, err := h.Hub.SubscribeWith(opts)
@@ -299,6 +301,10 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 		return true
 	}
 	s.sub = sub
+	if opts.ConnectionID != "" {
+		s.connID = opts.ConnectionID
+		h.conns.add(&connection{ID: s.connID, Subject: opts.Subject, Topics: raw, Remote: r.RemoteAddr, Since: time.Now()})
+	}
 
 	conn, _, err := w.(http.Hijacker).Hijack()
 	if err != nil {
@@ -312,7 +318,7 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	// goroutine with ordinary blocking writes: a replay can be long, and
 	// the engine's writers must never wait on one client. Live events
 	// queue meanwhile; the engine takes over once the replay is out.
-	if err := h.writeHijackedStart(conn, w.Header(), sub); err != nil {
+	if err := h.writeHijackedStart(conn, w.Header(), sub, s.connID); err != nil {
 		giveUp()
 		conn.Close()
 		h.releaseStream(s.owner)
@@ -352,7 +358,7 @@ var chunkBuffers = sync.Pool{New: func() any {
 // writeHijackedStart writes the response head, the opening frames and the
 // replay to a hijacked connection, in chunks, with a write deadline per
 // chunk as on the ordinary path.
-func (h *Handler) writeHijackedStart(conn net.Conn, hdr http.Header, sub *herald.Subscriber) error {
+func (h *Handler) writeHijackedStart(conn net.Conn, hdr http.Header, sub *herald.Subscriber, connID string) error {
 	write := func(b []byte) error {
 		if t := h.writeTimeout(); t > 0 {
 			if err := conn.SetWriteDeadline(time.Now().Add(t)); err != nil {
@@ -363,7 +369,7 @@ func (h *Handler) writeHijackedStart(conn net.Conn, hdr http.Header, sub *herald
 		return err
 	}
 	// Head and opening frames in one write, sized to fit.
-	opening := h.opening(sub)
+	opening := h.opening(sub, connID)
 	size := 0
 	for _, f := range opening {
 		size += len(f)
@@ -600,6 +606,7 @@ func (s *hijackedStream) endLocked(why endReason, err error) {
 	// buffers until it gave up.
 	_ = netpoll.CloseFD(s.fd, why == endSlow)
 	s.sub.Close()
+	s.h.conns.remove(s.connID)
 	s.pending, s.stall = nil, nil
 	s.h.releaseStream(s.owner)
 

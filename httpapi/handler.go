@@ -111,6 +111,12 @@ type Handler struct {
 	// only decide which private events it sees. A token that is present
 	// but invalid is still refused.
 	Anonymous bool
+	// AnnounceConnections gives each stream a connection ID, sent first
+	// as a "herald.connected" event with data {"connection": ID}: events
+	// published with that ID in ToConnections reach only that stream, and
+	// GET /connections (publisher token needed when PublishAuth is set)
+	// lists the open streams.
+	AnnounceConnections bool
 	// CORSOrigins lists the origins of other sites whose pages may use
 	// the API from a browser, with credentials: exact origins
 	// ("https://app.example.com"), subdomain wildcards
@@ -127,6 +133,7 @@ type Handler struct {
 
 	streams     atomic.Int64 // open streams, counted exactly for MaxConnections
 	publishers  publishLimiters
+	conns       connectionRegistry
 	perMu       sync.Mutex
 	perIP       map[netip.Addr]int // open streams per client, when MaxConnectionsPerIP is set
 	perSubject  map[string]int     // open streams per token subject, when MaxConnectionsPerSubject is set
@@ -156,6 +163,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/publish":
 		if allowMethods(h, w, r, http.MethodPost) {
 			h.servePublish(w, r)
+		}
+	case "/connections":
+		if allowMethods(h, w, r, http.MethodGet) {
+			h.serveConnections(w, r)
 		}
 	case "/healthz":
 		if allowMethods(h, w, r, http.MethodGet, http.MethodHead) {

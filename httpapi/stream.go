@@ -39,12 +39,20 @@ func lastEventID(r *http.Request) string {
 }
 
 // opening is what a stream starts with: a comment so that the headers
-// leave at once, the reconnection delay, and a reset event if the
-// subscriber could not resume where it asked.
-func (h *Handler) opening(sub *herald.Subscriber) [][]byte {
+// leave at once, the reconnection delay, the connection ID when
+// announced, and a reset event if the subscriber could not resume where
+// it asked.
+func (h *Handler) opening(sub *herald.Subscriber, connID string) [][]byte {
 	frames := [][]byte{openingComment}
 	if retry := h.retry(); retry > 0 {
 		frames = append(frames, sse.AppendRetry(nil, retry))
+	}
+	if connID != "" {
+		data, _ := json.Marshal(map[string]string{"connection": connID})
+		// No id field: the client's Last-Event-ID stays its place in
+		// the history.
+		frame, _ := sse.AppendEvent(nil, &sse.Event{Type: DefaultConnectedEvent, Data: string(data)})
+		frames = append(frames, frame)
 	}
 	if rs := sub.Reset(); rs != nil {
 		data, _ := json.Marshal(resetBody{
@@ -110,6 +118,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	if h.AnnounceConnections {
+		opts.ConnectionID = newConnectionID()
+	}
 	o := owner{ip: h.clientIP(r), subject: opts.Subject}
 	if status, msg := h.acquireStream(o); status != 0 {
 		w.Header().Set("Retry-After", "5")
@@ -129,6 +140,10 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sub.Close()
+	if opts.ConnectionID != "" {
+		h.conns.add(&connection{ID: opts.ConnectionID, Subject: opts.Subject, Topics: raw, Remote: r.RemoteAddr, Since: time.Now()})
+		defer h.conns.remove(opts.ConnectionID)
+	}
 	setStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 
@@ -144,7 +159,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 	// ResponseController reaches Flush and the write deadline through
 	// middleware wrappers that hide http.Flusher.
 	rc := http.NewResponseController(w)
-	if err := h.writeFrames(w, rc, h.opening(sub)...); err != nil {
+	if err := h.writeFrames(w, rc, h.opening(sub, opts.ConnectionID)...); err != nil {
 		return
 	}
 	if err := sub.Replay(func(frames [][]byte) error { return h.writeFrames(w, rc, frames...) }); err != nil {

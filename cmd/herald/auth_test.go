@@ -8,8 +8,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-
-	"github.com/herald-sse/herald/sse"
 )
 
 // The authenticated quickstart: serve with --jwt-key, mint tokens with
@@ -60,7 +58,7 @@ func TestServeWithJWTKey(t *testing.T) {
 	if resp := do("POST", "/publish", mint("--publish", "news"), form); resp.StatusCode != http.StatusOK {
 		t.Fatalf("publish with the right: %d", resp.StatusCode)
 	}
-	if m, err := sse.NewDecoder(stream.Body).Next(); err != nil || m.Data != "hello" {
+	if m, err := streamDecoder(t, stream.Body).Next(); err != nil || m.Data != "hello" {
 		t.Fatalf("event: %+v, %v", m, err)
 	}
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/herald-sse/herald"
 	"github.com/herald-sse/herald/bolt"
-	"github.com/herald-sse/herald/sse"
 )
 
 // publishForm publishes data to topic through s and returns the event ID.
@@ -121,7 +120,7 @@ func TestServeDataDirSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	dec := sse.NewDecoder(resp.Body)
+	dec := streamDecoder(t, resp.Body)
 	next := func(wantID, wantData string) {
 		t.Helper()
 		m, err := dec.Next()

@@ -63,7 +63,7 @@ func TestServeQuickstart(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub.Body.Close()
-	dec := sse.NewDecoder(resp.Body)
+	dec := streamDecoder(t, resp.Body)
 	if m, err := dec.Next(); err != nil || m.Data != "hello" {
 		t.Fatalf("received %+v, %v; want hello", m, err)
 	}
@@ -157,4 +157,17 @@ func TestFlagOverridesEnv(t *testing.T) {
 	if *addr != ":7000" || *beat != 3*time.Second {
 		t.Errorf("addr %q heartbeat %v; want the flag's :7000 and the env's 3s", *addr, *beat)
 	}
+}
+
+// streamDecoder reads a herald serve stream past its first event, the
+// herald.connected announcement (checked), so the test sees what was
+// published.
+func streamDecoder(t *testing.T, body io.Reader) *sse.Decoder {
+	t.Helper()
+	dec := sse.NewDecoder(body)
+	m, err := dec.Next()
+	if err != nil || m.Type != "herald.connected" || !strings.Contains(m.Data, `"connection":`) {
+		t.Fatalf("first event %+v, %v; want herald.connected", m, err)
+	}
+	return dec
 }

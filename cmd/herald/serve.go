@@ -54,6 +54,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	jwksURL := fs.String("jwks-url", "", "`URL` of a JWKS whose keys verify tokens (cached, refreshed hourly and on unknown kid)")
 	jwtAudience := fs.String("jwt-audience", "", "required `aud` claim of tokens")
 	jwtIssuer := fs.String("jwt-issuer", "", "required `iss` claim of tokens")
+	announce := fs.Bool("announce-connections", true, "start each stream with a herald.connected event naming its connection id (for events sent to connections, and GET /connections)")
 	anonymous := fs.Bool("anonymous", false, "with subscriber keys configured, also let streams without a token subscribe")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM, with chain); with --tls-key serves HTTPS and HTTP/2, reloading renewed files")
 	tlsKey := fs.String("tls-key", "", "TLS private key `file` (PEM)")
@@ -208,6 +209,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		ResetEvent:               *resetEvent,
 		CORSOrigins:              origins,
 		Anonymous:                *anonymous,
+		AnnounceConnections:      *announce,
 		MaxConnectionsPerSubject: *maxPerSubject,
 		PublishRate:              *publishRate,
 		PublishBurst:             *publishBurst,

@@ -266,7 +266,7 @@ func TestMetricsFollowStreamsAndPublishes(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		decoders = append(decoders, sse.NewDecoder(resp.Body))
+		decoders = append(decoders, streamDecoder(t, resp.Body))
 	}
 	m = scrape(t, s.base)
 	if m["herald_streams_open"] != 3 || m["herald_subscribers"] != 3 || m["herald_topics"] != 2 {

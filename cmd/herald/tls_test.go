@@ -17,8 +17,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/herald-sse/herald/sse"
 )
 
 // writeCert writes a fresh self-signed certificate for 127.0.0.1 with the
@@ -90,7 +88,7 @@ func TestServeTLSAndCertificateReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub.Body.Close()
-	if m, err := sse.NewDecoder(resp.Body).Next(); err != nil || m.Data != "secret hello" {
+	if m, err := streamDecoder(t, resp.Body).Next(); err != nil || m.Data != "secret hello" {
 		t.Fatalf("event over TLS: %+v, %v", m, err)
 	}
 

@@ -165,6 +165,10 @@ func subscriber(ctx context.Context, client *http.Client, base string, selectors
 			if err != nil {
 				break // the hub ended the stream (restart, slow drop): resume
 			}
+			if m.Type == "herald.connected" {
+				budget++ // the stream's announcement, not an event
+				continue
+			}
 			if m.Type != "message" {
 				resp.Body.Close()
 				return fmt.Errorf("%v: unexpected %s event %q after %d events", selectors, m.Type, m.Data, got)
