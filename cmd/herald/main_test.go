@@ -49,6 +49,17 @@ func TestServeQuickstart(t *testing.T) {
 	if base == "" {
 		t.Fatal("serve did not print its address")
 	}
+	// Started without a key: publishing needs the token it prints.
+	var token string
+	select {
+	case line := <-out.lines:
+		_, token, _ = strings.Cut(line, "publish token (this run only; set --jwt-key to choose the key): ")
+	case code := <-exit:
+		t.Fatalf("serve exited with %d", code)
+	}
+	if token == "" {
+		t.Fatal("serve printed no publish token")
+	}
 
 	resp, err := http.Get(base + "/events?topic=news")
 	if err != nil {
@@ -58,9 +69,16 @@ func TestServeQuickstart(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Errorf("Content-Type %q", ct)
 	}
-	pub, err := http.PostForm(base+"/publish", url.Values{"topic": {"news"}, "data": {"hello"}})
-	if err != nil {
-		t.Fatal(err)
+	form := url.Values{"topic": {"news"}, "data": {"hello"}}.Encode()
+	if pub, err := http.Post(base+"/publish", "application/x-www-form-urlencoded", strings.NewReader(form)); err != nil || pub.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("publish without the token: %v, %v; want 401", pub, err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/publish", strings.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+token)
+	pub, err := http.DefaultClient.Do(req)
+	if err != nil || pub.StatusCode != http.StatusOK {
+		t.Fatalf("publish with the token: %v, %v", pub, err)
 	}
 	pub.Body.Close()
 	dec := streamDecoder(t, resp.Body)

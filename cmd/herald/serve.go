@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,6 +56,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	jwtAudience := fs.String("jwt-audience", "", "required `aud` claim of tokens")
 	jwtIssuer := fs.String("jwt-issuer", "", "required `iss` claim of tokens")
 	announce := fs.Bool("announce-connections", true, "start each stream with a herald.connected event naming its connection id (for events sent to connections, and GET /connections)")
+	openPublish := fs.Bool("open-publish", false, "let anyone publish without a token: for local development only")
 	anonymous := fs.Bool("anonymous", false, "with subscriber keys configured, also let streams without a token subscribe")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM, with chain); with --tls-key serves HTTPS and HTTP/2, reloading renewed files")
 	tlsKey := fs.String("tls-key", "", "TLS private key `file` (PEM)")
@@ -189,8 +191,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			defer v.Close()
 		}
 	}
-	if pubAuth == nil {
-		logger.Warn("no publisher key (--jwt-key, --publisher-jwt-key or --jwks-url): anyone can publish; for local development only")
+	var devToken string
+	switch {
+	case pubAuth != nil && *openPublish:
+		return usageError(stderr, "--open-publish contradicts a publisher key")
+	case pubAuth == nil && *openPublish:
+		logger.Warn("--open-publish: anyone can publish; for local development only")
+	case pubAuth == nil:
+		// Secure by default: with no key configured, publishing still
+		// needs a token, signed with a key made for this run and printed
+		// for whoever started the hub.
+		if pubAuth, devToken, err = runKey(ctx, logger); err != nil {
+			return err
+		}
+		defer pubAuth.Close()
 	}
 	if *anonymous && subAuth == nil {
 		return usageError(stderr, "--anonymous needs a subscriber key (without one, everyone may subscribe anyway)")
@@ -279,6 +293,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		"heartbeat", heartbeat.String(), "max_connections", *maxConns,
 		"reuseport", *reusePort, "metrics", *metricsOn, "tls", scheme == "https", "cors_origins", origins)...)
 	fmt.Fprintf(stdout, "herald serving on %s://%s\n", scheme, displayAddr(ln.Addr()))
+	if devToken != "" {
+		fmt.Fprintf(stdout, "publish token (this run only; set --jwt-key to choose the key): %s\n", devToken)
+	}
 
 	served := make(chan error, 1)
 	go func() {
@@ -414,4 +431,24 @@ func newVerifier(ctx context.Context, logger *slog.Logger, key, jwksURL, audienc
 	// The server's context: a JWKS is fetched in the background until
 	// serve returns.
 	return auth.NewVerifier(context.WithoutCancel(ctx), c)
+}
+
+// runKey makes a random key for this run and a token that may publish to
+// every topic for a day, for a hub started without any publisher key.
+func runKey(ctx context.Context, logger *slog.Logger) (*auth.Verifier, string, error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, "", err
+	}
+	v, err := auth.NewVerifier(context.WithoutCancel(ctx), auth.Config{Secret: secret, Logger: logger, Sources: auth.FromHeader | auth.FromQuery})
+	if err != nil {
+		return nil, "", err
+	}
+	token, err := auth.MintHS256(secret, auth.Identity{Subject: "herald-dev", Publish: []herald.Selector{herald.All{}}}, 24*time.Hour, "", "")
+	if err != nil {
+		v.Close()
+		return nil, "", err
+	}
+	logger.Info("no publisher key configured: publishing needs the token printed on stdout (valid 24 h, this run only)")
+	return v, token, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,6 +80,10 @@ type server struct {
 // test's cleanup stops it.
 func startServe(t *testing.T, args ...string) *server {
 	t.Helper()
+	// Tests publish without tokens unless they configure keys themselves.
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasSuffix(a, "jwt-key") || a == "--jwks-url" }) {
+		args = append(args, "--open-publish")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{stdout: newLogBuf(), stderr: newLogBuf(), stop: cancel, exited: make(chan struct{})}
 	go func() {
