@@ -28,6 +28,11 @@ type Record struct {
 	ToUsers, ToConnections []string
 }
 
+// restricted reports whether only some subscribers may receive r.
+func (r *Record) restricted() bool {
+	return r.Private || len(r.ToUsers)+len(r.ToConnections) > 0
+}
+
 // Size is what a record costs a history's byte budget: its payload and
 // names, plus a fixed allowance for the bookkeeping around them.
 func (r *Record) Size() int {

@@ -394,7 +394,7 @@ func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector)
 // topics and allowed to see it, once. h.mu must be held.
 func (h *Hub) fanOutLocked(rec *Record, frame []byte) {
 	topics := rec.Topics
-	restricted := rec.Private || len(rec.ToUsers)+len(rec.ToConnections) > 0
+	restricted := rec.restricted() // once per publish, not per subscriber
 	h.publishSeq++
 	seq := h.publishSeq
 	var n uint64

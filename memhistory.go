@@ -1,6 +1,7 @@
 package herald
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 	"time"
@@ -196,7 +197,7 @@ func (m *MemoryHistory) removeOldestOfTopicLocked(t string) {
 		}
 		r := &m.recs[i]
 		// Lost to subscribers of any of its topics, not only t.
-		j, _ := slices.BinarySearchFunc(m.holes, pos, func(h hole, p uint64) int { return cmpPos(h.pos, p) })
+		j, _ := slices.BinarySearchFunc(m.holes, pos, func(h hole, p uint64) int { return cmp.Compare(h.pos, p) })
 		m.holes = slices.Insert(m.holes, j, hole{pos: pos, topics: r.Topics})
 		m.forgetLocked(r)
 		*r = Record{Position: pos} // tombstone: Topics nil
@@ -290,15 +291,7 @@ func (m *MemoryHistory) compactTopicLocked(ti *topicIndex, removing uint64) {
 // indexLocked finds the live record at pos.
 func (m *MemoryHistory) indexLocked(pos uint64) (int, bool) {
 	recs := m.recs[m.start:]
-	i, ok := slices.BinarySearchFunc(recs, pos, func(r Record, p uint64) int {
-		switch {
-		case r.Position < p:
-			return -1
-		case r.Position > p:
-			return 1
-		}
-		return 0
-	})
+	i, ok := slices.BinarySearchFunc(recs, pos, byPosition)
 	if !ok || recs[i].Topics == nil {
 		return 0, false
 	}
@@ -332,7 +325,7 @@ func (m *MemoryHistory) lostLocked(after, upTo uint64, selectors []Selector) boo
 	if m.dropped > after {
 		return true
 	}
-	i, _ := slices.BinarySearchFunc(m.holes, after+1, func(h hole, p uint64) int { return cmpPos(h.pos, p) })
+	i, _ := slices.BinarySearchFunc(m.holes, after+1, func(h hole, p uint64) int { return cmp.Compare(h.pos, p) })
 	for ; i < len(m.holes) && m.holes[i].pos <= upTo; i++ {
 		if Matches(selectors, m.holes[i].topics) {
 			return true
@@ -341,15 +334,8 @@ func (m *MemoryHistory) lostLocked(after, upTo uint64, selectors []Selector) boo
 	return false
 }
 
-func cmpPos(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
+// byPosition orders records against a position, for binary searches.
+func byPosition(r Record, pos uint64) int { return cmp.Compare(r.Position, pos) }
 
 // Replay implements [History]. With only Topic selectors it walks those
 // topics' indexes; otherwise it scans the records in the range.
@@ -396,15 +382,7 @@ func (m *MemoryHistory) Replay(after, upTo uint64, selectors []Selector, fn func
 
 func (m *MemoryHistory) pageByScanLocked(page []Record, after, upTo uint64, selectors []Selector) []Record {
 	recs := m.recs[m.start:]
-	i, _ := slices.BinarySearchFunc(recs, after+1, func(r Record, p uint64) int {
-		switch {
-		case r.Position < p:
-			return -1
-		case r.Position > p:
-			return 1
-		}
-		return 0
-	})
+	i, _ := slices.BinarySearchFunc(recs, after+1, byPosition)
 	for ; i < len(recs) && len(page) < cap(page); i++ {
 		r := &recs[i]
 		if r.Position > upTo {

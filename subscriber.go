@@ -126,7 +126,7 @@ func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
 		}
 		buf, frames = buf[:0], frames[:0]
 		for i := range recs {
-			if (recs[i].Private || len(recs[i].ToUsers)+len(recs[i].ToConnections) > 0) && !s.mayReceive(&recs[i]) {
+			if recs[i].restricted() && !s.mayReceive(&recs[i]) {
 				continue // not for this subscriber, on replay as live
 			}
 			start := len(buf)

@@ -77,20 +77,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return usageError(stderr, "%v", err)
 	}
 	var origins []string
-	for _, o := range strings.Split(*corsOrigins, ",") {
-		if o = strings.TrimSpace(o); o == "" {
-			continue
-		}
+	for _, o := range commaList(*corsOrigins) {
 		if err := httpapi.ValidateOrigin(o); err != nil {
 			return usageError(stderr, "--cors-origins: %v", err)
 		}
 		origins = append(origins, o)
 	}
 	var proxies []netip.Prefix
-	for _, p := range strings.Split(*trustedProxies, ",") {
-		if p = strings.TrimSpace(p); p == "" {
-			continue
-		}
+	for _, p := range commaList(*trustedProxies) {
 		prefix, err := netip.ParsePrefix(p)
 		if err != nil {
 			addr, aerr := netip.ParseAddr(p)
@@ -451,4 +445,16 @@ func runKey(ctx context.Context, logger *slog.Logger) (*auth.Verifier, string, e
 	}
 	logger.Info("no publisher key configured: publishing needs the token printed on stdout (valid 24 h, this run only)")
 	return v, token, nil
+}
+
+// commaList splits a comma-separated flag value into its trimmed,
+// non-empty items.
+func commaList(v string) []string {
+	var items []string
+	for item := range strings.SplitSeq(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
 }

@@ -5,6 +5,7 @@
 package historytest
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -1310,7 +1311,7 @@ func (m *model) append(recs []herald.Record) {
 				x := m.recs[of[0]]
 				delete(m.live, x.Position)
 				i, _ := slices.BinarySearchFunc(m.holes, x.Position, func(h modelHole, p uint64) int {
-					return cmpUint(h.pos, p)
+					return cmp.Compare(h.pos, p)
 				})
 				m.holes = slices.Insert(m.holes, i, modelHole{x.Position, x.Topics})
 				m.forget()
@@ -1350,16 +1351,6 @@ func (m *model) forget() {
 		m.dropped = max(m.dropped, m.holes[0].pos)
 		m.holes = m.holes[1:]
 	}
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // mustLost reports whether a record in (after, upTo] that sels match is
