@@ -1,8 +1,10 @@
 package herald
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,10 +59,29 @@ type Hub struct {
 	// History keeps published events for subscribers that resume. Nil
 	// means a MemoryHistory with the default retention. The hub does not
 	// close it.
+	//
+	// With a Broker, History must be nil or a *MemoryHistory: it then
+	// holds this node's copy of the shared log, under the log's epoch.
 	History History
 
+	// Broker, if set, makes the hub a node of a cluster: publishes go to
+	// the broker's shared log, and the hub delivers what it reads back
+	// from the log, so that every node delivers the same events, in the
+	// same order, with the same IDs. The hub does not close it.
+	Broker Broker
+	// NodeID names this node to the others (see [Hub.Nodes]). Empty
+	// means the host name and a random suffix.
+	NodeID string
+	// AnnounceEvery is how often a clustered node reports its status to
+	// the broker. Zero means DefaultAnnounceEvery.
+	AnnounceEvery time.Duration
+	// Logger receives a clustered node's broker outages and recoveries.
+	// Nil means slog.Default().
+	Logger *slog.Logger
+
 	initOnce sync.Once
-	idPrefix string // the history's epoch and "-": generated IDs are idPrefix + position
+	idPrefix string // the history's epoch and "-": generated IDs are idPrefix + position; guarded by mu
+	cluster  *clusterState
 
 	// mu serialises publishing so every subscriber sees events in one
 	// global order, and guards the subscription index.
@@ -88,6 +109,9 @@ func (h *Hub) init() {
 		h.subs = make(map[*Subscriber]struct{})
 		h.byTopic = make(map[string]map[*Subscriber]struct{})
 		h.scanned = make(map[*Subscriber]struct{})
+		if h.Broker != nil {
+			h.startCluster()
+		}
 	})
 }
 
@@ -143,6 +167,10 @@ type SubscribeOptions struct {
 	// ConnectionID names the subscription for events sent to connections
 	// (Event.ToConnections). Empty: none can be.
 	ConnectionID string
+	// Context, if set, bounds how long a clustered hub may make the
+	// subscription wait (for the node to read the shared log far enough
+	// to place it); the wait is never longer than 10 s.
+	Context context.Context
 	// Wake, if set, replaces the Ready and Done channels: the hub calls it
 	// when the queue turns non-empty and when the subscriber is removed
 	// ([Subscriber.Removed] tells). It runs while the hub holds its locks,
@@ -206,16 +234,30 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 		}
 	}
 
+	if h.cluster != nil {
+		if err := h.cluster.prepareSubscribe(h, opts); err != nil {
+			return nil, err
+		}
+	}
+
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, ErrHubClosed
 	}
+	s.idPrefix = h.idPrefix
 	if lastEventID != "" {
 		// Under the publish lock: every event up to the head is in the
 		// history, every later one will be queued live.
 		head := h.History.Head()
 		after, reason := h.resumePoint(lastEventID, head, selectors)
+		if reason == resumeAhead {
+			// A clustered node behind the one that sent the event:
+			// what follows it will be read from the log, and what
+			// precedes it must not be sent again.
+			s.skipThrough, reason = after, ""
+			after = head
+		}
 		if reason != "" {
 			// Even with nothing published yet the reset carries an ID
 			// (position 0), so a client that drops before the first
@@ -249,8 +291,18 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 // (wrapping [ErrInvalidEvent]) names it. It returns the ID of each event:
 // the one it carried, or the one the hub assigned.
 //
-// Publish never waits for subscribers.
+// Publish never waits for subscribers. A clustered hub's Publish returns
+// once the broker has acknowledged the events; see [Hub.PublishContext].
 func (h *Hub) Publish(events ...Event) ([]string, error) {
+	return h.PublishContext(context.Background(), events...)
+}
+
+// PublishContext is Publish with a context bounding the wait for a
+// clustered hub's broker. When the broker cannot be reached, the error
+// wraps [ErrBrokerUnavailable] and the events may or may not have been
+// published: the publisher should retry, with its own IDs to make the
+// retry safe.
+func (h *Hub) PublishContext(ctx context.Context, events ...Event) ([]string, error) {
 	for i := range events {
 		if err := events[i].Validate(); err != nil {
 			if len(events) > 1 {
@@ -270,6 +322,12 @@ func (h *Hub) Publish(events ...Event) ([]string, error) {
 			Private: e.Private, ToUsers: e.ToUsers, ToConnections: e.ToConnections}
 	}
 
+	if h.cluster != nil {
+		if err := h.cluster.publish(ctx, h, recs, ids); err != nil {
+			return nil, err
+		}
+		return ids, nil
+	}
 	durable, err := h.publishLocked(recs, ids)
 	if err != nil {
 		return nil, err
@@ -304,24 +362,35 @@ func (h *Hub) publishLocked(recs []Record, ids []string) (func() error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("herald: history: %w", err)
 	}
+	h.deliverLocked(recs, ids)
+	return durable, nil
+}
+
+// deliverLocked encodes recs, which the history holds, and queues them
+// to subscribers; ids, if not nil, receives their IDs. h.mu must be held.
+func (h *Hub) deliverLocked(recs []Record, ids []string) {
 	var frames []byte
 	for i := range recs {
 		start := len(frames)
-		frames, ids[i] = h.appendFrame(frames, &recs[i])
+		var id string
+		frames, id = appendFrame(frames, h.idPrefix, &recs[i])
+		if ids != nil {
+			ids[i] = id
+		}
 		// A frame is shared by every queue it reaches; the full slice
 		// expression keeps the next append from writing into it.
 		h.fanOutLocked(&recs[i], frames[start:len(frames):len(frames)])
 	}
 	h.published.Add(uint64(len(recs)))
-	return durable, nil
 }
 
 // appendFrame encodes r as it goes on the wire and returns its ID: the
-// publisher's own, or one made of the history's epoch and r's position.
-func (h *Hub) appendFrame(dst []byte, r *Record) ([]byte, string) {
+// publisher's own, or one made of idPrefix (the history's epoch and "-")
+// and r's position.
+func appendFrame(dst []byte, idPrefix string, r *Record) ([]byte, string) {
 	id := r.ID
 	if id == "" {
-		id = h.idPrefix + strconv.FormatUint(r.Position, 36)
+		id = idPrefix + strconv.FormatUint(r.Position, 36)
 	}
 	out, err := sse.AppendEvent(dst, &sse.Event{ID: id, Type: r.Type, Data: r.Data, Retry: r.Retry})
 	if err != nil {
@@ -379,6 +448,8 @@ func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector)
 				return 0, ResetForeign
 			}
 			return 0, ResetUnknown
+		case p > head && h.cluster != nil:
+			return p, resumeAhead
 		case p > head:
 			return 0, ResetUnknown // not issued yet: from a store that lost its tail
 		}
@@ -403,7 +474,7 @@ func (h *Hub) fanOutLocked(rec *Record, frame []byte) {
 			return
 		}
 		s.lastPublish = seq
-		if restricted && !s.mayReceive(rec) {
+		if rec.Position <= s.skipThrough || restricted && !s.mayReceive(rec) {
 			return
 		}
 		if s.enqueue(frame) {
@@ -485,6 +556,9 @@ func (h *Hub) Close() error {
 		return nil
 	}
 	h.closed = true
+	if h.cluster != nil {
+		h.cluster.stop()
+	}
 	for s := range h.subs {
 		h.removeLocked(s)
 		s.finish(ErrHubClosed)

@@ -102,41 +102,92 @@ func (m *MemoryHistory) Append(recs []Record) (func() error, error) {
 	defer m.mu.Unlock()
 	for i := range recs {
 		m.head++
-		r := recs[i]
-		// Copies: the caller may reuse its slices.
-		r.Topics, r.ToUsers, r.ToConnections = slices.Clone(r.Topics), slices.Clone(r.ToUsers), slices.Clone(r.ToConnections)
-		r.Position = m.head
 		recs[i].Position = m.head
-		if r.Time.IsZero() {
-			r.Time = m.now()
-		}
-		m.recs = append(m.recs, r)
-		m.live++
-		m.bytes += int64(r.Size())
-		for _, t := range r.Topics {
-			ti := m.byTopic[t]
-			if ti == nil {
-				ti = &topicIndex{}
-				m.byTopic[t] = ti
-			}
-			ti.pos = append(ti.pos, r.Position)
-			if _, ok := m.retention.PerTopic[t]; ok {
-				m.liveTopic[t]++
-			}
-		}
-		if r.ID != "" {
-			m.ids[r.ID] = idEntry{pos: r.Position, n: m.ids[r.ID].n + 1}
-		}
-		for _, t := range r.Topics {
-			if limit, ok := m.retention.PerTopic[t]; ok {
-				for m.liveTopic[t] > limit {
-					m.removeOldestOfTopicLocked(t)
-				}
-			}
-		}
+		m.insertLocked(recs[i])
 	}
 	m.trimLocked()
 	return nil, nil
+}
+
+// appendAt adds records whose positions a broker assigned: increasing,
+// above the head, not necessarily consecutive.
+func (m *MemoryHistory) appendAt(recs []Record) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range recs {
+		if r.Position <= m.head {
+			panic("herald: mirror given a position at or below its head")
+		}
+		m.head = r.Position
+		m.insertLocked(r)
+	}
+	m.trimLocked()
+}
+
+// insertLocked adds r, whose position is set and is the head.
+func (m *MemoryHistory) insertLocked(r Record) {
+	// Copies: the caller may reuse its slices.
+	r.Topics, r.ToUsers, r.ToConnections = slices.Clone(r.Topics), slices.Clone(r.ToUsers), slices.Clone(r.ToConnections)
+	if r.Time.IsZero() {
+		r.Time = m.now()
+	}
+	m.recs = append(m.recs, r)
+	m.live++
+	m.bytes += int64(r.Size())
+	for _, t := range r.Topics {
+		ti := m.byTopic[t]
+		if ti == nil {
+			ti = &topicIndex{}
+			m.byTopic[t] = ti
+		}
+		ti.pos = append(ti.pos, r.Position)
+		if _, ok := m.retention.PerTopic[t]; ok {
+			m.liveTopic[t]++
+		}
+	}
+	if r.ID != "" {
+		m.ids[r.ID] = idEntry{pos: r.Position, n: m.ids[r.ID].n + 1}
+	}
+	for _, t := range r.Topics {
+		if limit, ok := m.retention.PerTopic[t]; ok {
+			for m.liveTopic[t] > limit {
+				m.removeOldestOfTopicLocked(t)
+			}
+		}
+	}
+}
+
+// adopt empties the history and renames it epoch: it now mirrors
+// another log.
+func (m *MemoryHistory) adopt(epoch string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.epoch = epoch
+	m.recs, m.start, m.dead, m.head, m.bytes, m.live = nil, 0, 0, 0, 0, 0
+	m.dropped, m.holes = 0, nil
+	clear(m.byTopic)
+	clear(m.ids)
+	clear(m.liveTopic)
+}
+
+// markLost records that everything up to upTo is gone, to everyone.
+func (m *MemoryHistory) markLost(upTo uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dropped = max(m.dropped, upTo)
+	m.forgetHolesLocked()
+}
+
+// countBetween returns how many retained records have after < Position
+// <= upTo, counting those removed by a per-topic cap: how far a reader
+// at after is behind one at upTo.
+func (m *MemoryHistory) countBetween(after, upTo uint64) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	recs := m.recs[m.start:]
+	i, _ := slices.BinarySearchFunc(recs, after+1, byPosition)
+	j, _ := slices.BinarySearchFunc(recs, upTo+1, byPosition)
+	return max(0, j-i)
 }
 
 // trimLocked removes the oldest records while a global limit is exceeded.

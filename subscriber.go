@@ -31,6 +31,11 @@ type Subscriber struct {
 	// queue, or why there is nothing to replay.
 	replayAfter, replayUpTo uint64
 	reset                   *Reset
+	idPrefix                string // the history's epoch and "-" when subscribed, for replayed IDs
+	// skipThrough is, on a clustered node that had not yet read the
+	// event the subscriber resumed after, that event's position: live
+	// events up to it were sent already. Guarded by hub.mu.
+	skipThrough uint64
 
 	mu       sync.Mutex
 	queue    [][]byte // frames shared with every other subscriber: never modified
@@ -119,10 +124,11 @@ func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
 	var buf []byte
 	var frames [][]byte
 	return h.History.Replay(s.replayAfter, s.replayUpTo, s.selectors, func(recs []Record) error {
-		if removed, why := s.Removed(); removed && why == ErrSlowSubscriber {
-			// Live events overflowed the queue while the replay ran:
-			// the stream is cut anyway, so stop sending.
-			return ErrSlowSubscriber
+		if removed, why := s.Removed(); removed && (why == ErrSlowSubscriber || why == ErrResync) {
+			// Live events overflowed the queue while the replay ran, or
+			// the node lost its place in the log: the stream is cut
+			// anyway, so stop sending.
+			return why
 		}
 		buf, frames = buf[:0], frames[:0]
 		for i := range recs {
@@ -130,7 +136,7 @@ func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
 				continue // not for this subscriber, on replay as live
 			}
 			start := len(buf)
-			buf, _ = h.appendFrame(buf, &recs[i])
+			buf, _ = appendFrame(buf, s.idPrefix, &recs[i])
 			frames = append(frames, buf[start:])
 		}
 		// buf may have moved while growing: slice the frames again from
