@@ -296,8 +296,7 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	if err != nil {
 		giveUp()
 		h.releaseStream(s.owner)
-		w.Header().Set("Retry-After", "5")
-		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")
+		h.subscribeFailed(w, r, err)
 		return true
 	}
 	s.sub = sub

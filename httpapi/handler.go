@@ -43,7 +43,10 @@ const (
 //
 //	GET  /events?topic=SELECTOR[&topic=...]  event stream
 //	POST /publish                             publish (JSON or form)
+//	GET  /connections                         this node's streams, for publishers
+//	GET  /cluster                             the cluster's nodes, for publishers
 //	GET  /healthz                             liveness
+//	GET  /readyz                              readiness: in sync, broker reachable
 //	GET  /                                    Page, when set
 //
 // Set the fields before serving the first request.
@@ -171,6 +174,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/healthz":
 		if allowMethods(h, w, r, http.MethodGet, http.MethodHead) {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}
+	case "/readyz":
+		if allowMethods(h, w, r, http.MethodGet, http.MethodHead) {
+			h.serveReady(w, r)
+		}
+	case "/cluster":
+		if allowMethods(h, w, r, http.MethodGet) {
+			h.serveCluster(w, r)
 		}
 	case "/":
 		if h.Page == nil {

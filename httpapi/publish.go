@@ -106,13 +106,20 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	ids, err := h.Hub.Publish(events...)
+	ids, err := h.Hub.PublishContext(r.Context(), events...)
 	switch {
 	case errors.Is(err, herald.ErrInvalidEvent):
 		h.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	case errors.Is(err, herald.ErrDuplicateID):
 		h.fail(w, r, http.StatusConflict, err.Error())
+		return
+	case errors.Is(err, herald.ErrBrokerUnavailable):
+		// Not acknowledged: the publisher retries (with its own IDs,
+		// a retry of a publish that did land is refused as a
+		// duplicate instead of doubling it).
+		w.Header().Set("Retry-After", "1")
+		h.fail(w, r, http.StatusServiceUnavailable, "events not published: "+err.Error())
 		return
 	case errors.Is(err, herald.ErrHubClosed):
 		w.Header().Set("Retry-After", "5")

@@ -101,7 +101,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	opts := herald.SubscribeOptions{Selectors: selectors, LastEventID: lastEventID(r)}
+	opts := herald.SubscribeOptions{Selectors: selectors, LastEventID: lastEventID(r), Context: r.Context()}
 	if h.SubscribeAuth != nil {
 		id, ok := h.authenticate(w, r, h.SubscribeAuth, h.Anonymous)
 		if !ok {
@@ -135,8 +135,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 
 	sub, err := h.Hub.SubscribeWith(opts)
 	if err != nil {
-		w.Header().Set("Retry-After", "5")
-		h.fail(w, r, http.StatusServiceUnavailable, "hub is shutting down")
+		h.subscribeFailed(w, r, err)
 		return
 	}
 	defer sub.Close()
