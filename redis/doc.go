@@ -66,12 +66,17 @@
 // with everysec up to a second of publishes may be lost; with
 // persistence off, a Redis restart loses the log and the nodes start
 // over under a new epoch. Replication to replicas is asynchronous: a
-// failover may lose the last acknowledged publishes.
+// failover (Sentinel, Cluster) may lose the last acknowledged publishes.
+// Nodes that had read them see the next entry's p name an entry other
+// than the last they read, and report a gap, provided the new master's
+// clock is not behind the old one's: entries whose IDs sort before what
+// a node has read are never read by it.
 //
-// The client is set to fail fast (1 s to dial, 3 s to read or write),
-// so that publishing during an outage returns an error wrapping
-// [herald.ErrBrokerUnavailable] within seconds, and not to retry commands
-// by itself: a retried append whose first reply was lost would append its
+// The client is set to fail fast (1 s to dial, 3 s to read or write, one
+// retry), so that publishing during an outage returns an error wrapping
+// [herald.ErrBrokerUnavailable] within seconds. An append is never
+// retried by the client library, whatever the options say: one whose
+// reply was lost may have run, and running it again would append its
 // records twice.
 //
 // # Requirements

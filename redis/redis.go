@@ -42,7 +42,9 @@ type Options struct {
 	URL string
 	// Client, if not nil, is used instead of URL, for what a URL cannot
 	// say (a TLS configuration, a credentials provider, a custom dialer).
-	// Its zero timeouts and retries get the same defaults as a URL's.
+	// Its zero timeouts and retries get the same defaults as a URL's, and
+	// ContextTimeoutEnabled is set, as it is for a URL, so that a call
+	// gives up at its context's deadline.
 	Client *goredis.UniversalOptions
 	// Prefix names the log: its keys are {Prefix}:log and so on, so that
 	// several logs can share a Redis. It must not contain braces. Empty
@@ -64,6 +66,7 @@ const (
 	dialTimeout   = time.Second
 	ioTimeout     = 3 * time.Second
 	dialerRetries = 2
+	maxRetries    = 1
 )
 
 // followPage is the most entries one XREAD returns, and so the largest
@@ -123,34 +126,40 @@ func newClient(opts Options) (goredis.UniversalClient, error) {
 	}
 	u, err := url.Parse(opts.URL)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold a password
+		}
 		return nil, fmt.Errorf("herald/redis: URL: %w", err)
 	}
-	q := u.Query()
+	q, raw := u.Query(), opts.URL
 	cluster := false
 	if q.Has("cluster") {
+		// Ours, not go-redis's, which refuses options it does not know.
 		if cluster, err = strconv.ParseBool(q.Get("cluster")); err != nil {
 			return nil, fmt.Errorf("herald/redis: URL: cluster=%q: %w", q.Get("cluster"), err)
 		}
 		q.Del("cluster")
 		u.RawQuery = q.Encode()
+		raw = u.String()
 	}
 	switch {
 	case q.Has("master_name"):
-		o, err := goredis.ParseFailoverURL(u.String())
+		o, err := goredis.ParseFailoverURL(raw)
 		if err != nil {
 			return nil, fmt.Errorf("herald/redis: Sentinel URL: %w", err)
 		}
 		setDefaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled)
 		return goredis.NewFailoverClient(o), nil
 	case cluster || q.Has("addr"):
-		o, err := goredis.ParseClusterURL(u.String())
+		o, err := goredis.ParseClusterURL(raw)
 		if err != nil {
 			return nil, fmt.Errorf("herald/redis: Cluster URL: %w", err)
 		}
 		setDefaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled)
 		return goredis.NewClusterClient(o), nil
 	default:
-		o, err := goredis.ParseURL(u.String())
+		o, err := goredis.ParseURL(raw)
 		if err != nil {
 			return nil, fmt.Errorf("herald/redis: URL: %w", err)
 		}
@@ -160,10 +169,9 @@ func newClient(opts Options) (goredis.UniversalClient, error) {
 }
 
 // setDefaults fills the options every kind of go-redis client shares.
-// Retries are off (-1) unless asked for: go-redis may resend a command
-// whose connection broke after it was sent, and an append sent twice is
-// appended twice. The caller's context deadline is honoured so that a
-// publish gives up when its request does.
+// One retry is enough for a connection that went stale; appends are
+// never retried whatever this says (see runOnce). The caller's context
+// deadline is honoured so that a publish gives up when its request does.
 func setDefaults(dial, read, write *time.Duration, retries, dialRetries *int, ctxTimeout *bool) {
 	if *dial == 0 {
 		*dial = dialTimeout
@@ -175,7 +183,7 @@ func setDefaults(dial, read, write *time.Duration, retries, dialRetries *int, ct
 		*write = ioTimeout
 	}
 	if *retries == 0 {
-		*retries = -1
+		*retries = maxRetries
 	}
 	if *dialRetries == 0 {
 		*dialRetries = dialerRetries
@@ -214,7 +222,7 @@ func (b *Broker) Append(ctx context.Context, recs []herald.Record) (string, erro
 	for i := range recs {
 		args = append(args, brokerwire.Encode(nil, &recs[i]))
 	}
-	reply, err := appendScript.Run(ctx, b.rdb, keys, args...).Slice()
+	reply, err := appendScript.runOnce(ctx, b.rdb, keys, args...).Slice()
 	if err != nil {
 		return "", b.fail(ctx, err)
 	}

@@ -350,3 +350,27 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("Open with Redis down = %v, want ErrBrokerUnavailable", err)
 	}
 }
+
+// TestCloseEndsFollow closes a broker under a follower blocked on a
+// quiet log: Follow returns, and later calls fail.
+func TestCloseEndsFollow(t *testing.T) {
+	url := servicetest.RedisURL(t)
+	b := open(t, redis.Options{URL: url, Prefix: newPrefix(t, url)})
+	done := make(chan error, 1)
+	go func() { done <- b.Follow(context.Background(), "", 0, func(herald.Batch) error { return nil }) }()
+	time.Sleep(300 * time.Millisecond)
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, herald.ErrBrokerUnavailable) {
+			t.Errorf("Follow after Close = %v, want ErrBrokerUnavailable", err)
+		}
+	case <-time.After(timeout):
+		t.Fatal("Follow did not return after Close")
+	}
+	if _, err := b.Append(ctxT(t), []herald.Record{rec("late")}); !errors.Is(err, herald.ErrBrokerUnavailable) {
+		t.Errorf("Append after Close = %v, want ErrBrokerUnavailable", err)
+	}
+}

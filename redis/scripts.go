@@ -1,6 +1,53 @@
 package redis
 
-import goredis "github.com/redis/go-redis/v9"
+import (
+	"context"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// script is a Lua script and its source, which go-redis's Script does not
+// give back: runOnce needs it to send EVAL itself.
+type script struct {
+	*goredis.Script
+	src string
+}
+
+func newScript(src string) script { return script{goredis.NewScript(src), src} }
+
+// noRetryCmd is a command go-redis must not send again when it fails
+// after being sent: it might have run, and running it twice would do
+// what it does twice. (Retries are governed by options for a single
+// server, but a cluster client retries a broken connection's command
+// regardless.)
+type noRetryCmd struct{ *goredis.Cmd }
+
+func (noRetryCmd) NoRetry() bool { return true }
+
+// runOnce runs s as Script.Run would, but never twice: an append must
+// not be doubled by the client library.
+func (s script) runOnce(ctx context.Context, rdb goredis.UniversalClient, keys []string, args ...any) *goredis.Cmd {
+	cmd := evalCmd(ctx, "evalsha", s.Hash(), keys, args)
+	_ = rdb.Process(ctx, noRetryCmd{cmd})
+	if err := cmd.Err(); err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Not run: the server does not know the script (yet).
+		cmd = evalCmd(ctx, "eval", s.src, keys, args)
+		_ = rdb.Process(ctx, noRetryCmd{cmd})
+	}
+	return cmd
+}
+
+func evalCmd(ctx context.Context, name, script string, keys []string, args []any) *goredis.Cmd {
+	a := make([]any, 0, 3+len(keys)+len(args))
+	a = append(a, name, script, len(keys))
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	a = append(a, args...)
+	cmd := goredis.NewCmd(ctx, a...)
+	cmd.SetFirstKeyPos(3) // routes it to the keys' slot on a cluster
+	return cmd
+}
 
 // ensureLua is the start of every script that needs the log: KEYS[1] is
 // the stream and KEYS[2] its epoch. A stream without its epoch, or an
@@ -41,7 +88,7 @@ end
 // are written after the entries: should the script fail between the two,
 // a retry doubles the event rather than being refused for an event that
 // was never appended.
-var appendScript = goredis.NewScript(ensureLua + `
+var appendScript = newScript(ensureLua + `
 local epoch = ensure(ARGV[1])
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
@@ -104,7 +151,7 @@ return out
 
 // headScript returns {epoch, ID of the last retained entry or "0-0"},
 // making the log if there is none, as Head and Follow need.
-var headScript = goredis.NewScript(ensureLua + `
+var headScript = newScript(ensureLua + `
 local epoch = ensure(ARGV[1])
 local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
 if #last == 0 then
@@ -115,7 +162,7 @@ return {epoch, last[1][1]}
 
 // forgetScript deletes the node statuses of KEYS[1] given as ARGV name,
 // value pairs, unless the node has announced again since they were read.
-var forgetScript = goredis.NewScript(`
+var forgetScript = newScript(`
 for i = 1, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     redis.call('HDEL', KEYS[1], ARGV[i])

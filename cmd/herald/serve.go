@@ -24,6 +24,8 @@ import (
 	"github.com/herald-sse/herald/bolt"
 	"github.com/herald-sse/herald/httpapi"
 	"github.com/herald-sse/herald/metrics"
+	heraldnats "github.com/herald-sse/herald/nats"
+	heraldredis "github.com/herald-sse/herald/redis"
 	"github.com/herald-sse/herald/sse"
 	"github.com/herald-sse/herald/web"
 )
@@ -67,6 +69,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	historyAge := fs.Duration("history-age", herald.DefaultMaxAge, "how long events are kept for clients that resume")
 	topicCaps := topicCapsFlag{}
 	fs.Var(topicCaps, "history-topic-events", "`topic=N`: keep at most N events of topic (repeatable, or a comma-separated list)")
+	redisURL := fs.String("redis-url", "", "join a cluster whose shared log is a Redis stream at this `URL` (redis:// or rediss://; several addr= parameters for Redis Cluster)")
+	redisPrefix := fs.String("redis-prefix", "herald", "with --redis-url, the `prefix` of the cluster's Redis keys: nodes with the same prefix form one hub")
+	natsURL := fs.String("nats-url", "", "join a cluster whose shared log is a NATS JetStream stream at this `URL`")
+	natsStream := fs.String("nats-stream", heraldnats.DefaultStream, "with --nats-url, the JetStream `stream` of the cluster: nodes on the same stream form one hub")
+	nodeName := fs.String("node-name", "", "this node's `name` in GET /cluster; default host:port")
 	fs.Usage = flagUsage(fs, "Runs the hub: GET /events streams, POST /publish publishes, GET / is a live page,\nGET /metrics has Prometheus metrics.")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
@@ -133,14 +140,34 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	if *dataDir == "" && isSet(fs, "fsync") {
 		return usageError(stderr, "--fsync needs --data-dir: the history is in memory")
 	}
+	clustered := *redisURL != "" || *natsURL != ""
+	switch {
+	case *redisURL != "" && *natsURL != "":
+		return usageError(stderr, "--redis-url and --nats-url exclude each other: a cluster has one shared log")
+	case clustered && *dataDir != "":
+		return usageError(stderr, "--data-dir with a cluster: the broker keeps the history (each node keeps a copy in memory)")
+	case *redisURL == "" && isSet(fs, "redis-prefix"):
+		return usageError(stderr, "--redis-prefix needs --redis-url")
+	case *natsURL == "" && isSet(fs, "nats-stream"):
+		return usageError(stderr, "--nats-stream needs --nats-url")
+	}
 
 	retention := herald.Retention{MaxEvents: *historyEvents, MaxBytes: *historyBytes, MaxAge: *historyAge}
 	if len(topicCaps) > 0 {
 		retention.PerTopic = topicCaps
 	}
 	var history herald.History
+	var broker herald.Broker
 	storeLog := []any{"store", "memory"}
-	if *dataDir == "" {
+	if clustered {
+		// Each node keeps its copy of the shared log in memory, under the
+		// same retention as the broker's.
+		history = herald.NewMemoryHistory(retention)
+		if broker, storeLog, err = openBroker(ctx, logger, *redisURL, *redisPrefix, *natsURL, *natsStream, retention); err != nil {
+			return err
+		}
+		defer broker.Close()
+	} else if *dataDir == "" {
 		history = herald.NewMemoryHistory(retention)
 	} else {
 		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
@@ -204,7 +231,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return usageError(stderr, "--anonymous needs a subscriber key (without one, everyone may subscribe anyway)")
 	}
 
-	hub := &herald.Hub{QueueBytes: *queueBytes, Heartbeat: *heartbeat, History: history}
+	hub := &herald.Hub{QueueBytes: *queueBytes, Heartbeat: *heartbeat, History: history, Broker: broker, Logger: logger}
 	if *heartbeat == 0 {
 		hub.Heartbeat = -1 // the flag's 0 means off; the Hub's 0 means default
 	}
@@ -282,6 +309,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		}
 		return err
 	}
+	if clustered {
+		hub.NodeID = *nodeName
+		if hub.NodeID == "" {
+			host, _ := os.Hostname()
+			hub.NodeID = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		}
+		go func() {
+			if err := hub.WaitSynced(context.WithoutCancel(ctx)); err == nil {
+				logger.Info("in sync with the cluster's log: ready", "node", hub.Node())
+			}
+		}()
+	}
 	logArgs := append([]any{"addr", ln.Addr().String()}, storeLog...)
 	logger.Info("herald listening", append(logArgs,
 		"heartbeat", heartbeat.String(), "max_connections", *maxConns,
@@ -325,6 +364,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// openBroker connects to the cluster's broker.
+func openBroker(ctx context.Context, logger *slog.Logger, redisURL, redisPrefix, natsURL, natsStream string, retention herald.Retention) (herald.Broker, []any, error) {
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if redisURL != "" {
+		b, err := heraldredis.Open(octx, heraldredis.Options{URL: redisURL, Prefix: redisPrefix, Retention: retention, Logger: logger})
+		if err != nil {
+			return nil, nil, fmt.Errorf("--redis-url: %w", err)
+		}
+		return b, []any{"store", "redis", "prefix", redisPrefix}, nil
+	}
+	b, err := heraldnats.Open(octx, heraldnats.Options{URL: natsURL, Stream: natsStream, Retention: retention, Logger: logger})
+	if err != nil {
+		return nil, nil, fmt.Errorf("--nats-url: %w", err)
+	}
+	return b, []any{"store", "nats", "stream", natsStream}, nil
 }
 
 // isSet reports whether flag name was given, on the command line or by

@@ -21,19 +21,21 @@ import (
 	"time"
 )
 
-// Environment variables naming the services.
+// Environment variables naming the services. They are not herald serve's
+// own (HERALD_REDIS_URL would put every serve a test starts in cluster
+// mode).
 const (
 	// RedisURLEnv is the URL of a running Redis, e.g. redis://127.0.0.1:6379.
-	RedisURLEnv = "HERALD_REDIS_URL"
+	RedisURLEnv = "HERALD_TEST_REDIS_URL"
 	// NATSURLEnv is the URL of a running NATS server with JetStream,
 	// e.g. nats://127.0.0.1:4222.
-	NATSURLEnv = "HERALD_NATS_URL"
+	NATSURLEnv = "HERALD_TEST_NATS_URL"
 	// RedisServerEnv is the path of a redis-server binary, for tests
 	// that run their own.
-	RedisServerEnv = "HERALD_REDIS_SERVER"
+	RedisServerEnv = "HERALD_TEST_REDIS_SERVER"
 	// NATSServerEnv is the path of a nats-server binary, for tests that
 	// run their own.
-	NATSServerEnv = "HERALD_NATS_SERVER"
+	NATSServerEnv = "HERALD_TEST_NATS_SERVER"
 )
 
 func need(t testing.TB, env, what string) string {

@@ -1,0 +1,268 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/herald-sse/herald"
+)
+
+// followPage is the most records a Follow batch carries.
+const followPage = 512
+
+// followGrace is how long Follow waits for a lost connection to come
+// back before it reports the broker unavailable: a failover to another
+// server of a cluster takes less, and a node that cannot read the log
+// should say so soon.
+const followGrace = time.Second
+
+// Consumers' pull requests: a request lasts pullExpiry, during which the
+// server sends a heartbeat every pullHeartbeat when it has nothing else;
+// two missed heartbeats mean the server (or the stream's leader) is gone.
+const (
+	pullExpiry    = 10 * time.Second
+	pullHeartbeat = 2 * time.Second
+)
+
+// maxIdleReopens is how many consumers in a row Follow replaces without
+// reading anything before it gives up.
+const maxIdleReopens = 3
+
+// errReopen ends one consumer of a Follow: the consumer went away (the
+// stream was deleted, the server restarted) or missed a message, so
+// Follow checks the stream again and carries on with a new consumer.
+var errReopen = errors.New("consumer to be replaced")
+
+// cursor is where a Follow stands: what it has read of which log, and
+// whether a record was lost since its last batch.
+type cursor struct {
+	epoch string
+	read  uint64 // last stream sequence read (delivered, or skipped as undecodable)
+	lost  bool   // to be reported with the next batch
+}
+
+// Follow implements [herald.Broker]. It reads the stream with an
+// ephemeral consumer of its own, which it replaces when it fails.
+func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func(herald.Batch) error) error {
+	c := cursor{epoch: epoch, read: after}
+	idle := 0 // consumers replaced in a row without reading anything
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if b.closed.Load() {
+			return fmt.Errorf("%w: nats: broker closed", herald.ErrBrokerUnavailable)
+		}
+		info, err := b.info(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		if e := epochOf(info); e != c.epoch {
+			c = cursor{epoch: e}
+		}
+		read := c.read
+		err = b.consume(ctx, &c, fn)
+		if !errors.Is(err, errReopen) {
+			return err
+		}
+		if idle++; c.read != read {
+			idle = 0
+		}
+		if idle > maxIdleReopens {
+			// A consumer that goes as soon as it comes is a server in
+			// trouble: the hub retries, with a backoff.
+			return fmt.Errorf("%w: nats: consumers of the stream keep failing", herald.ErrBrokerUnavailable)
+		}
+	}
+}
+
+// consume reads the stream from c with one consumer until it fails.
+func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) error) error {
+	// Listening before the consumer exists, so no change is missed.
+	status := b.nc.StatusChanged(natsgo.CONNECTED, natsgo.DISCONNECTED, natsgo.RECONNECTING, natsgo.CLOSED)
+	defer b.nc.RemoveStatusListener(status)
+
+	cfg := jetstream.ConsumerConfig{
+		Description:       "herald follower",
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute, // deleted by the server if this process dies
+		MemoryStorage:     true,
+		Replicas:          1,
+	}
+	if c.read > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, c.read+1
+	}
+	octx, cancel := b.opCtx(ctx)
+	cons, err := b.js.CreateConsumer(octx, b.opts.Stream, cfg)
+	cancel()
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return errReopen // deleted since Follow looked: look again
+	case err != nil:
+		return b.fail(ctx, "create a consumer", err)
+	}
+	name := cons.CachedInfo().Name
+	defer func() {
+		if b.nc.IsConnected() {
+			dctx, cancel := b.opCtx(context.WithoutCancel(ctx))
+			_ = b.js.DeleteConsumer(dctx, b.opts.Stream, name) // else it goes after InactiveThreshold
+			cancel()
+		}
+	}()
+
+	// The consumer's messages and errors come from its goroutine; this
+	// one makes batches of them and calls fn, so fn's pace sets the pace
+	// of the pull requests.
+	msgs := make(chan jetstream.Msg, 64)
+	errs := make(chan error, 1)
+	done := make(chan struct{})
+	report := func(err error) {
+		select {
+		case errs <- err:
+		default: // one reason to stop is enough
+		}
+	}
+	// A request's bytes are bounded, so that large messages waiting for a
+	// slow fn cannot exceed the subscription's pending limit; a message
+	// must fit in one request.
+	maxBytes := max(8<<20, 2*int(b.nc.MaxPayload()))
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-done:
+		}
+	},
+		jetstream.PullMaxMessagesWithBytesLimit(followPage, maxBytes),
+		jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			switch {
+			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
+				errors.Is(err, natsgo.ErrNoResponders):
+				report(errReopen)
+			case errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, natsgo.ErrConnectionClosed),
+				errors.Is(err, jetstream.ErrServerShutdown), errors.Is(err, jetstream.ErrBadRequest):
+				report(b.fail(ctx, "follow", err))
+			default:
+				b.log.Debug("nats: consumer", "err", err)
+			}
+		}))
+	if err != nil {
+		return b.fail(ctx, "consume", err)
+	}
+	defer cc.Stop()
+	defer close(done) // first: Stop may wait for the handler, which may wait for msgs
+
+	var (
+		recs      = make([]herald.Record, 0, followPage)
+		delivered uint64 // the consumer's sequence: one more per message it sends
+		grace     <-chan time.Time
+		timer     *time.Timer
+	)
+	if !b.nc.IsConnected() {
+		timer = time.NewTimer(followGrace)
+		grace = timer.C
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	// take adds m to recs, or reports that the consumer missed a message.
+	take := func(m jetstream.Msg) error {
+		meta, err := m.Metadata()
+		if err != nil || meta.Sequence.Consumer != delivered+1 {
+			// Dropped between server and here (a slow subscription):
+			// nothing is lost from the log, a new consumer reads it.
+			return errReopen
+		}
+		delivered = meta.Sequence.Consumer
+		seq := meta.Sequence.Stream
+		if seq <= c.read {
+			return nil
+		}
+		// Sequences are consecutive: one skipped is a record removed.
+		c.lost = c.lost || seq > c.read+1
+		c.read = seq
+		r, err := decode(m.Data(), m.Headers())
+		if err != nil {
+			c.lost = true
+			level := slog.LevelDebug
+			if b.badLogged.CompareAndSwap(false, true) {
+				level = slog.LevelWarn
+			}
+			b.log.Log(ctx, level, "nats: skipping a message Herald cannot read; followers report it as lost",
+				"seq", seq, "subject", m.Subject(), "err", err)
+			return nil
+		}
+		r.Position = seq
+		recs = append(recs, r)
+		return nil
+	}
+	for {
+		var stop error
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			return err
+		case <-grace:
+			return fmt.Errorf("%w: nats: connection lost for more than %v", herald.ErrBrokerUnavailable, followGrace)
+		case s, ok := <-status:
+			if !ok {
+				status = nil // only RemoveStatusListener closes it; defensively
+				continue
+			}
+			switch s {
+			case natsgo.CLOSED:
+				return b.fail(ctx, "follow", natsgo.ErrConnectionClosed)
+			case natsgo.CONNECTED:
+				if timer != nil {
+					timer.Stop()
+					timer, grace = nil, nil
+				}
+			default:
+				if timer == nil {
+					timer = time.NewTimer(followGrace)
+					grace = timer.C
+				}
+			}
+			continue
+		case m := <-msgs:
+			stop = take(m)
+		}
+		// Whatever else has arrived goes in the same batch.
+	more:
+		for stop == nil && len(recs) < followPage {
+			select {
+			case m := <-msgs:
+				stop = take(m)
+			default:
+				break more
+			}
+		}
+		if len(recs) > 0 {
+			err := fn(herald.Batch{Epoch: c.epoch, Records: recs, Lost: c.lost})
+			if err != nil {
+				return err
+			}
+			c.lost = false
+			recs = recs[:0]
+		}
+		if stop != nil {
+			return stop
+		}
+	}
+}
