@@ -20,6 +20,7 @@ type Collector struct {
 
 	subscribers, streamsOpen, topics, queued *prometheus.Desc
 	published, delivered, dropped            *prometheus.Desc
+	ready                                    *prometheus.Desc
 }
 
 // NewCollector returns a Collector for hub. streams, if not nil, reports
@@ -41,6 +42,7 @@ func NewCollector(hub *herald.Hub, streams func() int) *Collector {
 		published:   d("herald_events_published_total", "Events published since the hub started."),
 		delivered:   d("herald_deliveries_total", "Events queued to subscribers, one per subscriber reached."),
 		dropped:     d("herald_subscribers_dropped_total", "Subscribers dropped for overflowing their queue."),
+		ready:       d("herald_ready", "1 when the hub serves without loss (a clustered node: in sync with the log and its broker reachable), as GET /readyz; else 0."),
 	}
 }
 
@@ -55,6 +57,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.published
 	ch <- c.delivered
 	ch <- c.dropped
+	ch <- c.ready
 }
 
 // Collect reads the hub's Stats and sends them as metrics.
@@ -75,6 +78,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.published, st.Published)
 	counter(c.delivered, st.Delivered)
 	counter(c.dropped, st.Dropped)
+	ready := 0.0
+	if c.hub.Ready() == nil {
+		ready = 1
+	}
+	gauge(c.ready, ready)
 }
 
 // Handler serves, in the Prometheus text format, the Go runtime metrics

@@ -1,7 +1,9 @@
 package metrics_test
 
 import (
+	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -50,6 +52,9 @@ herald_events_published_total ` + published + `
 # HELP herald_queued_bytes Bytes waiting in all subscriber queues.
 # TYPE herald_queued_bytes gauge
 herald_queued_bytes ` + queued + `
+# HELP herald_ready 1 when the hub serves without loss (a clustered node: in sync with the log and its broker reachable), as GET /readyz; else 0.
+# TYPE herald_ready gauge
+herald_ready 1
 # HELP herald_streams_open Event streams being served over HTTP.
 # TYPE herald_streams_open gauge
 herald_streams_open ` + open + `
@@ -149,5 +154,21 @@ func TestHandlerServesRuntimeProcessAndHubMetrics(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" ||
 		resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(string(body), `"error"`) {
 		t.Errorf("POST: %d Allow %q, %q", resp.StatusCode, resp.Header.Get("Allow"), body)
+	}
+}
+
+// A clustered node that cannot read its log reports herald_ready 0.
+func TestReadyGauge(t *testing.T) {
+	b := &herald.MemoryBroker{}
+	b.SetUnavailable(errors.New("down"))
+	hub := &herald.Hub{Broker: b, Heartbeat: -1, Logger: slog.New(slog.DiscardHandler)}
+	t.Cleanup(func() { hub.Close() })
+	want := `
+# HELP herald_ready 1 when the hub serves without loss (a clustered node: in sync with the log and its broker reachable), as GET /readyz; else 0.
+# TYPE herald_ready gauge
+herald_ready 0
+`
+	if err := testutil.CollectAndCompare(metrics.NewCollector(hub, nil), strings.NewReader(want), "herald_ready"); err != nil {
+		t.Error(err)
 	}
 }

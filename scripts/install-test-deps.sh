@@ -5,7 +5,11 @@
 #   - Debian's Chromium at /usr/bin/chromium (no browser download: the test
 #     drives this one through playwright-core),
 #   - Node.js (>= 20) and npm, from Debian's packages when missing,
-#   - the npm packages of e2e/, with `npm ci` from e2e/package-lock.json.
+#   - the npm packages of e2e/, with `npm ci` from e2e/package-lock.json,
+#   - Redis and NATS (with JetStream) for the cluster tests: Debian's
+#     redis-server and nats-server, installed when missing and started on
+#     127.0.0.1:6379 and :4222 when nothing answers there. The tests also
+#     run private servers of their own from the same binaries.
 #
 # Idempotent: each step is skipped when its result is already in place, so
 # running it again costs a few checks. Safe to run from any directory.
@@ -111,6 +115,47 @@ else
 	(cd "$e2e_dir" && npm ci --no-audit --no-fund) || die "npm ci in $e2e_dir failed"
 	printf '%s\n' "$want" >"$stamp"
 	log "e2e/node_modules: installed"
+fi
+
+# 4. Redis and NATS. A server already answering on the port is used as it
+# is (CI machines start their own); otherwise Debian's is started the way
+# those machines start it. Either way the port must answer, or the cluster
+# tests could not run: fail here, loudly.
+answers() { # host port probe-line expected-prefix
+	local reply
+	reply=$(timeout 3 bash -c 'exec 3<>/dev/tcp/$1/$2 && { [[ -z $3 ]] || printf "%s\r\n" "$3" >&3; } && read -r -t 2 line <&3 && printf "%s" "$line"' _ "$1" "$2" "$3" 2>/dev/null) || true
+	[[ $reply == "$4"* ]]
+}
+wait_answers() { # name host port probe expected
+	local i
+	for ((i = 0; i < 100; i++)); do
+		answers "$2" "$3" "$4" "$5" && return 0
+		sleep 0.1
+	done
+	die "$1 does not answer on $2:$3 (started it, waited 10 s): the cluster tests need it"
+}
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+if answers 127.0.0.1 6379 PING +PONG; then
+	log "redis: answering on 127.0.0.1:6379"
+else
+	log "redis: starting redis-server on 127.0.0.1:6379"
+	as_root redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+		--dir /tmp --logfile /tmp/herald-test-redis.log
+	wait_answers redis 127.0.0.1 6379 PING +PONG
+fi
+nats_bin=$(command -v nats-server || true)
+[[ -n $nats_bin || ! -x /usr/sbin/nats-server ]] || nats_bin=/usr/sbin/nats-server
+if [[ -z $nats_bin ]]; then
+	apt_install nats-server
+	nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+fi
+if answers 127.0.0.1 4222 "" INFO; then
+	log "nats: answering on 127.0.0.1:4222"
+else
+	log "nats: starting nats-server with JetStream on 127.0.0.1:4222"
+	mkdir -p /tmp/herald-test-nats
+	nohup "$nats_bin" -a 127.0.0.1 -p 4222 -js -sd /tmp/herald-test-nats -l /tmp/herald-test-nats.log >/dev/null 2>&1 &
+	wait_answers nats 127.0.0.1 4222 "" INFO
 fi
 
 log "done"
