@@ -400,44 +400,12 @@ func TestUndecodable(t *testing.T) {
 // One record appended, then waited for until a Follow delivers it: the
 // latency of a publish through the broker.
 //
-//	HERALD_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench BenchmarkAppendFollow ./nats/
+//	HERALD_TEST_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench BenchmarkAppendFollow ./nats/
 func BenchmarkAppendFollow(b *testing.B) {
 	url := servicetest.NATSURL(b)
 	opts := nats.Options{URL: url, Stream: uniqueStream(b)}
 	removeOnCleanup(b, url, opts.Stream)
-	br := open(b, opts)
-	epoch, head, err := br.Head(ctxT(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	got := make(chan uint64, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- br.Follow(ctx, epoch, head, func(bt herald.Batch) error {
-			got <- bt.Records[len(bt.Records)-1].Position
-			return nil
-		})
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	r := herald.Record{Topics: []string{"bench"}, Data: string(make([]byte, 100)), Time: time.Now()}
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		recs := []herald.Record{r}
-		if _, err := br.Append(context.Background(), recs); err != nil {
-			b.Fatal(err)
-		}
-		for p := uint64(0); p < recs[0].Position; {
-			select {
-			case p = <-got:
-			case err := <-done:
-				b.Fatalf("Follow: %v", err)
-			}
-		}
-	}
+	brokertest.BenchAppendFollow(b, open(b, opts))
 }
 
 func ExampleOpen() {
