@@ -26,10 +26,12 @@ type Broker interface {
 	//
 	// A publisher-supplied ID the log already carries, within the
 	// window the implementation documents, is refused with an error
-	// wrapping [ErrDuplicateID], and nothing is appended. Any other error
-	// means the records may or may not have been appended: the publisher
-	// must be told to retry (with its own IDs, a retry is then refused
-	// as a duplicate instead of doubling the event).
+	// wrapping [ErrDuplicateID], and nothing is appended. A record the
+	// broker can never take (too large for it) is refused with an error
+	// wrapping [ErrInvalidEvent], and nothing is appended. Any other
+	// error means the records may or may not have been appended: the
+	// publisher must be told to retry (with its own IDs, a retry is then
+	// refused as a duplicate instead of doubling the event).
 	Append(ctx context.Context, recs []Record) (epoch string, err error)
 	// Follow reads the log after position after, in order, and calls fn
 	// with each batch read, until ctx ends or the broker fails (its
@@ -41,7 +43,9 @@ type Broker interface {
 	// [Batch].Lost. fn must not keep b.Records.
 	Follow(ctx context.Context, epoch string, after uint64, fn func(b Batch) error) error
 	// Head returns the log's epoch and the position of its last record,
-	// 0 if it is empty. A log without an epoch yet gets one.
+	// 0 if it holds none (never had any, or retention removed them
+	// all): what a node must have read to be in sync. A log without an
+	// epoch yet gets one.
 	Head(ctx context.Context) (epoch string, head uint64, err error)
 	// Announce publishes a node's status, for Nodes. A status not
 	// refreshed within [NodeTTL] is forgotten.
@@ -59,9 +63,17 @@ type Batch struct {
 	// Records are in log order, positions increasing.
 	Records []Record
 	// Lost means that records between the previous batch (or Follow's
-	// after) and Records[0] were removed from the log before they could
-	// be read: a node that reads this has a gap it must not hide.
+	// after) and Records[0] (or Through) were removed from the log
+	// before they could be read, or could not be read (an entry this
+	// node cannot decode): a node that reads this has a gap it must not
+	// hide.
 	Lost bool
+	// Through, when not zero, is the position the log was read up to,
+	// beyond the last of Records: entries after it that could not be
+	// read. A batch may then have no Records, so that a reader knows it
+	// is at the head of the log even when the newest entries are
+	// unreadable.
+	Through uint64
 }
 
 // NodeStatus is what a node of a cluster reports about itself.
