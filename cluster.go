@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -17,10 +18,10 @@ import (
 // broker nothing.
 const DefaultAnnounceEvery = 2 * time.Second
 
-// clusterWait bounds how long a subscription waits for a clustered node
-// to read the log: at start, or up to an event published through another
-// node.
-const clusterWait = 10 * time.Second
+// DefaultSyncWait bounds how long a subscription waits for a clustered
+// node to read the log: at start, or up to an event published through
+// another node.
+const DefaultSyncWait = 10 * time.Second
 
 // resumeAhead is resumePoint's answer for a generated ID of this log that
 // the node has not read yet: internal, never a Reset reason.
@@ -40,6 +41,7 @@ type clusterState struct {
 	log    *slog.Logger
 	mirror *MemoryHistory // the hub's History
 	every  time.Duration
+	wait   time.Duration
 	ctx    context.Context
 	cancel context.CancelFunc
 	synced chan struct{} // closed once the node has read the log up to its head at start
@@ -48,10 +50,17 @@ type clusterState struct {
 	isSynced    bool
 	target      uint64 // the log's head at start, in targetEpoch
 	targetEpoch string
+	through     uint64        // read up to here: the copy's head, or past it when the newest entries were unreadable
 	applied     chan struct{} // closed, then replaced, after each batch is delivered
 
-	mu        sync.Mutex
-	brokerErr error // why the broker is unreachable, or nil
+	// The broker's health as the follower and the announcer see it:
+	// either failing makes the node not ready. Only the follower's
+	// success clears the follower's failure, so a broker that answers
+	// status calls while the log cannot be read is not "ready".
+	mu             sync.Mutex
+	followErr      error     // why the last Follow failed, until it reads again
+	probeErr       error     // why the last status call failed
+	followingSince time.Time // when the running Follow started; zero when none runs
 }
 
 func (h *Hub) startCluster() {
@@ -72,8 +81,12 @@ func (h *Hub) startCluster() {
 	if every <= 0 {
 		every = DefaultAnnounceEvery
 	}
+	wait := h.SyncWait
+	if wait <= 0 {
+		wait = DefaultSyncWait
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &clusterState{broker: h.Broker, node: node, log: logger.With("node", node), mirror: mirror, every: every,
+	c := &clusterState{broker: h.Broker, node: node, log: logger.With("node", node), mirror: mirror, every: every, wait: wait,
 		ctx: ctx, cancel: cancel, synced: make(chan struct{}), applied: make(chan struct{})}
 	h.cluster = c
 	go c.follow(h)
@@ -83,25 +96,53 @@ func (h *Hub) startCluster() {
 // stop ends the goroutines. The caller holds the hub's mu.
 func (c *clusterState) stop() { c.cancel() }
 
-// fail records that the broker cannot be reached, logging once per outage.
-func (c *clusterState) fail(err error) {
+// setErr records how one of the follower and the announcer fares with
+// the broker, logging once per outage.
+func (c *clusterState) setErr(which *error, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.brokerErr == nil {
-		c.log.Warn("broker unavailable: publishes fail and this node reports not ready until it returns", "err", err)
-	}
-	c.brokerErr = err
-}
-
-// ok records that the broker answered.
-func (c *clusterState) ok() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.brokerErr != nil {
+	was := c.brokerErrLocked()
+	*which = err
+	switch now := c.brokerErrLocked(); {
+	case was == nil && now != nil:
+		c.log.Warn("broker unavailable: publishes fail and this node reports not ready until it returns", "err", now)
+	case was != nil && now == nil:
 		c.log.Info("broker reachable again")
 	}
-	c.brokerErr = nil
 }
+
+func (c *clusterState) brokerErrLocked() error {
+	if c.followErr != nil && !c.followHealthyLocked() {
+		return c.followErr
+	}
+	return c.probeErr
+}
+
+// followHealthy is how long a Follow must run without failing to count
+// as reading the log again: a quiet log delivers nothing to prove it,
+// and a Follow the broker refuses fails at once.
+const followHealthy = 500 * time.Millisecond
+
+func (c *clusterState) followHealthyLocked() bool {
+	return !c.followingSince.IsZero() && time.Since(c.followingSince) > followHealthy
+}
+
+// following records whether a Follow is running.
+func (c *clusterState) following(running bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.followingSince = time.Time{}
+	if running {
+		c.followingSince = time.Now()
+	}
+}
+
+// readLocked is how far the node has read the log. h.mu must be held.
+func (c *clusterState) readLocked() uint64 { return max(c.through, c.mirror.Head()) }
+
+// done reports a hub closing as ErrHubClosed, so nobody waits for a node
+// that is going away.
+func (c *clusterState) done() <-chan struct{} { return c.ctx.Done() }
 
 func (c *clusterState) sleep(d time.Duration) {
 	t := time.NewTimer(d)
@@ -122,13 +163,12 @@ func (c *clusterState) follow(h *Hub) {
 			epoch, head, err := c.broker.Head(c.ctx)
 			if err != nil {
 				if c.ctx.Err() == nil {
-					c.fail(err)
+					c.setErr(&c.followErr, err)
 				}
 				c.sleep(backoff)
 				backoff = min(2*backoff, maxBackoff)
 				continue
 			}
-			c.ok()
 			h.mu.Lock()
 			if c.mirror.Head() == 0 && c.mirror.Epoch() != epoch {
 				c.mirror.adopt(epoch)
@@ -139,20 +179,22 @@ func (c *clusterState) follow(h *Hub) {
 			h.mu.Unlock()
 		}
 		h.mu.Lock()
-		epoch, after := c.mirror.Epoch(), c.mirror.Head()
+		epoch, after := c.mirror.Epoch(), c.readLocked()
 		h.mu.Unlock()
 		progressed := false
+		c.following(true)
 		err := c.broker.Follow(c.ctx, epoch, after, func(b Batch) error {
 			progressed = true
 			return c.apply(h, b)
 		})
+		c.following(false)
 		if c.ctx.Err() != nil || errors.Is(err, ErrHubClosed) {
 			return
 		}
 		if progressed {
 			backoff = minBackoff
 		}
-		c.fail(err)
+		c.setErr(&c.followErr, err)
 		c.sleep(backoff)
 		backoff = min(2*backoff, maxBackoff)
 	}
@@ -171,28 +213,38 @@ func (c *clusterState) apply(h *Hub, b Batch) error {
 			c.resyncLocked(h, "the shared log was replaced (its epoch changed): what it held is gone", "from", c.mirror.Epoch(), "to", b.Epoch)
 		}
 		c.mirror.adopt(b.Epoch)
+		c.through = 0
 		h.idPrefix = b.Epoch + "-"
 	}
 	recs := b.Records
-	head := c.mirror.Head()
-	for len(recs) > 0 && recs[0].Position <= head {
+	read := c.readLocked()
+	for len(recs) > 0 && recs[0].Position <= read {
 		recs = recs[1:] // read again after a reconnection
 	}
-	if len(recs) == 0 {
+	if len(recs) == 0 && b.Through <= read {
 		return nil
 	}
 	if b.Lost {
-		c.mirror.markLost(recs[0].Position - 1)
+		// Lost to everyone: records gone before they were read, or
+		// entries this node cannot decode.
+		upTo := b.Through
+		if len(recs) > 0 {
+			upTo = recs[0].Position - 1
+		}
+		c.mirror.markLost(upTo)
 		if c.isSynced {
-			c.resyncLocked(h, "retention removed events from the shared log before this node read them")
+			c.resyncLocked(h, "events of the shared log were removed by retention before this node read them, or cannot be read by it")
 		}
 	}
-	c.mirror.appendAt(recs)
-	h.deliverLocked(recs, nil)
+	if len(recs) > 0 {
+		c.mirror.appendAt(recs)
+		h.deliverLocked(recs, nil)
+	}
+	c.through = max(c.through, b.Through)
 	c.checkSyncedLocked()
 	close(c.applied)
 	c.applied = make(chan struct{})
-	c.ok() // a batch read is proof enough
+	c.setErr(&c.followErr, nil) // a batch read is proof enough
 	return nil
 }
 
@@ -215,7 +267,7 @@ func (c *clusterState) checkSyncedLocked() {
 	}
 	// A log replaced while the node started: what was there at start
 	// is gone, so being on the new one is all there is to wait for.
-	if c.mirror.Epoch() != c.targetEpoch || c.mirror.Head() >= c.target {
+	if c.mirror.Epoch() != c.targetEpoch || c.readLocked() >= c.target {
 		c.isSynced = true
 		close(c.synced)
 	}
@@ -243,10 +295,12 @@ func (c *clusterState) announce(h *Hub) {
 		if c.ctx.Err() != nil {
 			return
 		}
-		if err != nil {
-			c.fail(err)
-		} else {
-			c.ok()
+		c.setErr(&c.probeErr, err)
+		c.mu.Lock()
+		recovered := c.followErr != nil && c.followHealthyLocked()
+		c.mu.Unlock()
+		if recovered {
+			c.setErr(&c.followErr, nil)
 		}
 		select {
 		case <-c.ctx.Done():
@@ -258,51 +312,71 @@ func (c *clusterState) announce(h *Hub) {
 
 // prepareSubscribe waits, before the hub takes its lock, until the node
 // can place the subscriber in the log: it has read the log as far as it
-// stood at start and, for a publisher's ID it does not know, as far as
-// the log stands now (the event may have been published through a node
-// ahead of this one).
-func (c *clusterState) prepareSubscribe(h *Hub, opts SubscribeOptions) error {
+// stood at start and, for an ID it does not know, as far as the log
+// stands now (the event may have been published through a node ahead of
+// this one). It returns the highest position a generated ID of this
+// node's log may have for the node to trust it is in the log although
+// not read yet (see resumePoint).
+func (c *clusterState) prepareSubscribe(h *Hub, opts SubscribeOptions) (aheadLimit uint64, err error) {
 	ctx := opts.Context
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ctx, cancel := context.WithTimeout(ctx, clusterWait)
+	ctx, cancel := context.WithTimeout(ctx, c.wait)
 	defer cancel()
 	select {
 	case <-c.synced:
+	case <-c.done():
+		return 0, ErrHubClosed
 	case <-ctx.Done():
-		return ErrNotSynced
+		return 0, ErrNotSynced
 	}
 	id := opts.LastEventID
 	if id == "" || id == Earliest {
-		return nil
+		return 0, nil
 	}
 	if _, ok := c.mirror.Lookup(id); ok {
-		return nil
+		return 0, nil
 	}
 	h.mu.Lock()
-	prefix := h.idPrefix
+	prefix, read := h.idPrefix, c.readLocked()
 	h.mu.Unlock()
 	if rest, ok := strings.CutPrefix(id, prefix); ok {
-		if _, err := strconv.ParseUint(rest, 36, 64); err == nil {
-			return nil // a position: resumePoint places it, read or not
+		p, err := strconv.ParseUint(rest, 36, 64)
+		if err != nil || p <= read {
+			return 0, nil // resumePoint knows
 		}
+		// Past what this node has read: trust it as far as the log
+		// goes, without waiting to read that far.
+		epoch, head, err := c.broker.Head(ctx)
+		switch {
+		case err != nil:
+			return math.MaxUint64, nil // cannot check: a wrong ID harms only its own stream
+		case epoch != strings.TrimSuffix(prefix, "-"):
+			return 0, nil // from a log replaced since: resumePoint says unknown
+		}
+		return head, nil
 	}
+	// A publisher's ID, or a generated one of a log this node has not
+	// reached yet: read as far as the log goes, then look again.
 	epoch, head, err := c.broker.Head(ctx)
-	if err != nil || epoch != c.mirror.Epoch() {
-		return nil // resumePoint will say the ID is unknown
+	if err != nil {
+		return 0, nil // resumePoint will say the ID is unknown
 	}
 	for {
 		h.mu.Lock()
-		done, applied := c.mirror.Head() >= head, c.applied
+		caughtUp := c.mirror.Epoch() == epoch && c.readLocked() >= head
+		applied := c.applied
 		h.mu.Unlock()
-		if done {
-			return nil
+		if caughtUp {
+			return 0, nil
 		}
 		select {
 		case <-applied:
+		case <-c.done():
+			return 0, ErrHubClosed
 		case <-ctx.Done():
-			return nil
+			return 0, nil
 		}
 	}
 }
@@ -326,7 +400,7 @@ func (c *clusterState) publish(ctx context.Context, h *Hub, recs []Record, ids [
 	}
 	epoch, err := c.broker.Append(ctx, recs)
 	switch {
-	case errors.Is(err, ErrDuplicateID):
+	case errors.Is(err, ErrDuplicateID), errors.Is(err, ErrInvalidEvent):
 		return err
 	case err != nil && !errors.Is(err, ErrBrokerUnavailable):
 		return fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
@@ -364,7 +438,7 @@ func (h *Hub) Ready() error {
 		return ErrNotSynced
 	}
 	c.mu.Lock()
-	err := c.brokerErr
+	err := c.brokerErrLocked()
 	c.mu.Unlock()
 	if err != nil && !errors.Is(err, ErrBrokerUnavailable) {
 		err = fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
@@ -383,6 +457,8 @@ func (h *Hub) WaitSynced(ctx context.Context) error {
 	select {
 	case <-h.cluster.synced:
 		return nil
+	case <-h.cluster.done():
+		return ErrHubClosed
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", ErrNotSynced, ctx.Err())
 	}
@@ -425,7 +501,9 @@ func (h *Hub) Nodes(ctx context.Context) ([]NodeInfo, error) {
 		}
 		return nil, err
 	}
+	h.mu.Lock() // epoch and head of one moment
 	epoch, head := c.mirror.Epoch(), c.mirror.Head()
+	h.mu.Unlock()
 	infos := make([]NodeInfo, len(sts))
 	for i, st := range sts {
 		info := NodeInfo{NodeStatus: st, Lag: -1, Self: st.Node == c.node}

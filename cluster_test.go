@@ -398,7 +398,7 @@ func TestClusterDuplicateIDAcrossNodes(t *testing.T) {
 func TestClusterNotSynced(t *testing.T) {
 	b := &MemoryBroker{}
 	b.SetUnavailable(errors.New("down"))
-	h := &Hub{Broker: b, Heartbeat: -1, Logger: quiet}
+	h := &Hub{Broker: b, Heartbeat: -1, Logger: quiet, AnnounceEvery: 10 * time.Millisecond}
 	t.Cleanup(func() { h.Close() })
 	if err := h.Ready(); !errors.Is(err, ErrNotSynced) {
 		t.Errorf("Ready before reading the log = %v, want ErrNotSynced", err)
@@ -426,4 +426,133 @@ func TestClusterNodes(t *testing.T) {
 		return nodes[0].Node == "a" && nodes[0].Self && nodes[1].Node == "c" && !nodes[1].Self &&
 			nodes[1].Connections == 2 && nodes[0].Lag == 0 && nodes[1].Lag == 0 && nodes[1].Applied > 0
 	})
+}
+
+func TestClusterResumeAfterAnIDNeverIssued(t *testing.T) {
+	b := &MemoryBroker{}
+	a := newNode(t, b, "a")
+	id := publish(t, a, ev(0))[0]
+	epoch, _, _ := strings.Cut(id, "-")
+	// Past the log's head: it cannot be an event this node has not read
+	// yet, so it is unknown, as on a single hub.
+	s := subscribeWith(t, a, SubscribeOptions{LastEventID: epoch + "-zzzz"})
+	if r := s.s.Reset(); r == nil || r.Reason != ResetUnknown {
+		t.Errorf("resuming after an ID past the log's head: reset %+v, want %q", r, ResetUnknown)
+	}
+}
+
+func TestClusterCloseWakesWaitingSubscribers(t *testing.T) {
+	b := &MemoryBroker{}
+	b.SetUnavailable(errors.New("down"))
+	h := &Hub{Broker: b, Heartbeat: -1, Logger: quiet}
+	h.Ready() // starts the node
+	errc := make(chan error, 2)
+	go func() {
+		_, err := h.SubscribeWith(SubscribeOptions{Selectors: []Selector{All{}}})
+		errc <- err
+	}()
+	go func() { errc <- h.WaitSynced(context.Background()) }()
+	h.Close()
+	for range 2 {
+		select {
+		case err := <-errc:
+			if !errors.Is(err, ErrHubClosed) {
+				t.Errorf("waiting for sync when the hub closed: %v, want ErrHubClosed", err)
+			}
+		case <-time.After(clusterTestWait / 2):
+			t.Fatal("Close did not end a wait for sync")
+		}
+	}
+}
+
+// failingFollow answers everything but cannot read the log.
+type failingFollow struct{ *MemoryBroker }
+
+func (f failingFollow) Follow(context.Context, string, uint64, func(Batch) error) error {
+	return fmt.Errorf("%w: NOPERM no read access", ErrBrokerUnavailable)
+}
+
+func TestClusterNotReadyWhileTheLogCannotBeRead(t *testing.T) {
+	h := &Hub{Broker: failingFollow{&MemoryBroker{}}, Heartbeat: -1, Logger: quiet, AnnounceEvery: time.Millisecond}
+	t.Cleanup(func() { h.Close() })
+	if err := h.WaitSynced(context.Background()); err != nil {
+		t.Fatal(err) // an empty log: in sync at once
+	}
+	// Status calls succeed every millisecond; none may count as the
+	// log being readable.
+	for range 200 {
+		if err := h.Ready(); !errors.Is(err, ErrBrokerUnavailable) {
+			t.Fatalf("Ready = %v while Follow fails, want ErrBrokerUnavailable", err)
+		}
+		time.Sleep(time.Millisecond) // let the announcer run between checks
+	}
+}
+
+// scriptedBroker serves a fixed log whose newest entry cannot be read.
+type scriptedBroker struct {
+	*MemoryBroker
+	epoch string
+}
+
+func (s *scriptedBroker) Head(context.Context) (string, uint64, error) { return s.epoch, 9, nil }
+
+func (s *scriptedBroker) Follow(ctx context.Context, _ string, after uint64, fn func(Batch) error) error {
+	if after < 5 {
+		rec := Record{Position: 5, Topics: []string{"t"}, Data: "readable", Time: time.Now()}
+		if err := fn(Batch{Epoch: s.epoch, Records: []Record{rec}}); err != nil {
+			return err
+		}
+	}
+	if after < 9 {
+		if err := fn(Batch{Epoch: s.epoch, Lost: true, Through: 9}); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestClusterUnreadableNewestEntry(t *testing.T) {
+	b := &scriptedBroker{MemoryBroker: &MemoryBroker{}, epoch: "unreadable_1"}
+	h := newNode(t, b, "n") // in sync although the head itself is unreadable
+	s := subscribeWith(t, h, SubscribeOptions{LastEventID: "unreadable_1-5"})
+	if r := s.s.Reset(); r == nil || r.Reason != ResetExpired {
+		t.Errorf("resuming before an unreadable entry: reset %+v, want %q (it is lost)", r, ResetExpired)
+	}
+	s = subscribeWith(t, h, SubscribeOptions{LastEventID: "unreadable_1-9"})
+	if r := s.s.Reset(); r != nil {
+		t.Errorf("resuming after the unreadable entry: reset %+v, want none", r)
+	}
+}
+
+// The copy's epoch changes under readers that do not hold the hub's
+// lock: run with -race.
+func TestClusterReplacedLogUnderReaders(t *testing.T) {
+	b := &MemoryBroker{}
+	a := newNode(t, b, "a")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if i%10 == 0 {
+				b.Wipe()
+			}
+			a.Publish(Event{Topics: []string{"t"}, ID: fmt.Sprint("p", i)})
+		}
+	}()
+	for range 50 {
+		a.Nodes(context.Background())
+		if s, err := a.SubscribeWith(SubscribeOptions{Selectors: []Selector{All{}}, LastEventID: "p-unknown"}); err == nil {
+			s.Close()
+		}
+	}
+	close(stop)
+	wg.Wait()
 }

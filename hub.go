@@ -75,6 +75,11 @@ type Hub struct {
 	// AnnounceEvery is how often a clustered node reports its status to
 	// the broker. Zero means DefaultAnnounceEvery.
 	AnnounceEvery time.Duration
+	// SyncWait bounds how long a subscription may wait for a clustered
+	// node to read the shared log far enough to place it (after the
+	// node started, or up to an event published through a node ahead of
+	// it). Zero means DefaultSyncWait.
+	SyncWait time.Duration
 	// Logger receives a clustered node's broker outages and recoveries.
 	// Nil means slog.Default().
 	Logger *slog.Logger
@@ -234,8 +239,10 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 		}
 	}
 
+	aheadLimit := uint64(0)
 	if h.cluster != nil {
-		if err := h.cluster.prepareSubscribe(h, opts); err != nil {
+		var err error
+		if aheadLimit, err = h.cluster.prepareSubscribe(h, opts); err != nil {
 			return nil, err
 		}
 	}
@@ -250,7 +257,10 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 		// Under the publish lock: every event up to the head is in the
 		// history, every later one will be queued live.
 		head := h.History.Head()
-		after, reason := h.resumePoint(lastEventID, head, selectors)
+		if h.cluster != nil {
+			head = h.cluster.readLocked() // past unreadable entries too: they are lost, not ahead
+		}
+		after, reason := h.resumePoint(lastEventID, head, selectors, aheadLimit)
 		if reason == resumeAhead {
 			// A clustered node behind the one that sent the event:
 			// what follows it will be read from the log, and what
@@ -416,8 +426,9 @@ func looksLikeEpoch(s string) bool {
 }
 
 // resumePoint finds where a subscriber resuming after lastEventID starts,
-// or why it cannot.
-func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector) (uint64, string) {
+// or why it cannot. A generated ID of this history past its head, up to
+// aheadLimit, is one a clustered node has not read yet (resumeAhead).
+func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector, aheadLimit uint64) (uint64, string) {
 	if lastEventID == Earliest {
 		// Everything retained: start after the last position whose
 		// successors retention has touched. Lost is monotone in its
@@ -448,7 +459,7 @@ func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector)
 				return 0, ResetForeign
 			}
 			return 0, ResetUnknown
-		case p > head && h.cluster != nil:
+		case p > head && p <= aheadLimit:
 			return p, resumeAhead
 		case p > head:
 			return 0, ResetUnknown // not issued yet: from a store that lost its tail

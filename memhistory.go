@@ -68,7 +68,11 @@ func NewMemoryHistory(r Retention) *MemoryHistory {
 }
 
 // Epoch implements [History].
-func (m *MemoryHistory) Epoch() string { return m.epoch }
+func (m *MemoryHistory) Epoch() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.epoch // a cluster node's copy adopts its log's epoch
+}
 
 // Head implements [History].
 func (m *MemoryHistory) Head() uint64 {

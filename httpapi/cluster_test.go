@@ -1,11 +1,12 @@
 package httpapi_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,23 +79,18 @@ func TestClusterOverHTTP(t *testing.T) {
 func TestStreamRefusedBeforeSync(t *testing.T) {
 	b := &herald.MemoryBroker{}
 	b.SetUnavailable(errors.New("down"))
-	n := startNode(t, b, "n")
+	n := startHub(t, func(hub *herald.Hub, _ *httpapi.Handler) {
+		hub.Broker, hub.SyncWait = b, 20*time.Millisecond
+		hub.Logger = slog.New(slog.DiscardHandler)
+	})
 	if status, body := n.get(t, "/readyz"); status != http.StatusServiceUnavailable || body["status"] != "not ready" {
 		t.Errorf("/readyz before sync: %d %v", status, body)
 	}
-	// The request's context bounds the wait: the client gives up.
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.srv.URL+"/events?topic=a", nil)
-	if resp, err := n.client.Do(req); err == nil {
-		resp.Body.Close()
-		t.Errorf("stream before sync answered %d", resp.StatusCode)
+	status, body := n.get(t, "/events?topic=a")
+	if status != http.StatusServiceUnavailable || !strings.Contains(fmt.Sprint(body["error"]), "not yet in sync") {
+		t.Errorf("stream before sync: %d %v, want 503 saying the node is not in sync", status, body)
 	}
-	// The handler answers 503 once the wait ends, even with the client
-	// gone, and logs it once.
-	logged := 0
-	waitFor(t, "the refusal is logged", func() bool { logged += n.logs.take("request rejected"); return logged > 0 })
-	if logged != 1 {
-		t.Errorf("refusal logged %d times, want once", logged)
+	if got := n.logs.take("request rejected"); got != 1 {
+		t.Errorf("refusal logged %d times, want once", got)
 	}
 }
