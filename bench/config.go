@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,7 +46,12 @@ const PublishNone = "none"
 // Config describes a benchmark run. Only URL and Streams are required.
 type Config struct {
 	// URL is the event stream to open, http only, e.g.
-	// http://127.0.0.1:8080/events?topic=bench.
+	// http://127.0.0.1:8080/events?topic=bench; or several, separated by
+	// commas, to measure a cluster: the streams take them in turn, stream
+	// i (counted over all processes) opening URL i mod n. A comma
+	// separates URLs only where another URL's scheme follows it
+	// ("…,http://…"), so commas inside a URL stay part of it (see
+	// SplitURLs).
 	URL string
 	// Streams is how many streams to open.
 	Streams int
@@ -56,8 +62,9 @@ type Config struct {
 	// Source chooses the local addresses streams connect from: a prefix
 	// (127.7.9.0/24), addresses separated by commas, or "none" to let
 	// the kernel choose. Empty means a random 127.a.b.0/24 block per run
-	// when the target is an IPv4 loopback address (so TIME_WAIT sockets
-	// of an earlier run never collide with this one), else none.
+	// when every target is an IPv4 loopback address (so TIME_WAIT sockets
+	// of an earlier run never collide with this one), else none. The
+	// addresses must be of the targets' IP version.
 	Source string
 	// ConnectConcurrency bounds streams between connect and response
 	// headers at once. 0 means DefaultConnectConcurrency.
@@ -89,8 +96,12 @@ type Config struct {
 	// Size is the least number of bytes of each event's data. 0 means
 	// DefaultSize.
 	Size int
-	// PublishURL receives POSTs of events. Empty means the stream URL's
-	// origin with path /publish; PublishNone disables publishing.
+	// PublishURL receives POSTs of events: one URL, or several separated
+	// by commas as in URL, which take the publish requests in turn (each
+	// request, of one event or a batch, goes to the next), so that events
+	// enter a cluster through every node. Empty means each distinct origin
+	// of the stream URLs, in their order, with path /publish; PublishNone
+	// disables publishing.
 	PublishURL string
 	// PublishFormat is "form" (topic=…&data=…, which Herald and Mercure
 	// accept) or "json" (Herald's [{"topics":[…],"data":…}]). Empty means
@@ -99,14 +110,16 @@ type Config struct {
 	// PublishHeader is added to every publish request.
 	PublishHeader http.Header
 	// Topic is the topic to publish to. Empty means the stream URL's
-	// first topic query parameter.
+	// first topic query parameter, which must then be the same in every
+	// stream URL.
 	Topic string
 	// Drain is the longest wait after publishing for events still in
 	// flight. 0 means DefaultDrain.
 	Drain time.Duration
-	// ServerPIDs are the server processes whose memory to measure. Empty
-	// means the processes listening on the target port, when the target
-	// is on this machine.
+	// ServerPIDs are the server processes whose memory to measure; the
+	// results add up their RSS. Empty means the processes listening on the
+	// target port, or on every target port when URL names several (all
+	// the nodes of a cluster), when every target is on this machine.
 	ServerPIDs []int
 	// MaxFailed is the fraction of streams that may fail to connect
 	// before Run returns ErrTooManyFailed (with the results). 0 means
@@ -144,17 +157,49 @@ var ErrTooManyFailed = errors.New("too many streams failed to connect")
 
 // plan is a validated Config with everything derived from it.
 type plan struct {
-	cfg        Config
-	streamURL  *url.URL
-	target     netip.AddrPort
-	request    []byte
-	sources    []netip.Addr
-	sourceDesc string
-	publishURL string // "" when disabled
-	format     string
-	topic      string
-	perProcess int
-	runID      uint32
+	cfg         Config
+	streamURLs  []*url.URL     // the stream URLs, in order
+	targets     []engineTarget // their addresses and requests, in the same order
+	sources     []netip.Addr
+	sourceDesc  string
+	publishURLs []string // none when disabled
+	format      string
+	topic       string
+	perProcess  int
+	runID       uint32
+}
+
+// SplitURLs splits a list of URLs separated by commas, as Config.URL and
+// Config.PublishURL take them. A comma ends a URL only where the next one
+// begins with a scheme ("http://"), optionally after spaces, so a comma
+// inside a URL (in its query, say) stays part of it. Spaces around the
+// URLs are dropped.
+func SplitURLs(s string) []string {
+	var urls []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' && hasScheme(strings.TrimLeft(s[i+1:], " \t")) {
+			urls = append(urls, strings.TrimSpace(s[start:i]))
+			start = i + 1
+		}
+	}
+	return append(urls, strings.TrimSpace(s[start:]))
+}
+
+// hasScheme reports whether s begins with a URL scheme and "://".
+func hasScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		case i > 0 && c == ':':
+			return strings.HasPrefix(s[i:], "://")
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // newPlan checks cfg and fills in defaults.
@@ -164,16 +209,6 @@ func newPlan(ctx context.Context, cfg Config) (*plan, error) {
 	}
 	if cfg.Streams <= 0 {
 		return nil, errors.New("bench: Streams must be positive")
-	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("bench: stream URL: %w", err)
-	}
-	switch {
-	case u.Scheme == "https":
-		return nil, errors.New("bench: https streams are not supported (the client reads plain sockets); benchmark the server over http")
-	case u.Scheme != "http" || u.Host == "":
-		return nil, fmt.Errorf("bench: stream URL %q must be http://host[:port]/path", cfg.URL)
 	}
 	setDefault(&cfg.StreamsPerProcess, StreamsPerProcessLimit())
 	setDefault(&cfg.ConnectConcurrency, DefaultConnectConcurrency)
@@ -194,48 +229,39 @@ func newPlan(ctx context.Context, cfg Config) (*plan, error) {
 	case cfg.Idle < 0 || cfg.Duration < 0 || cfg.Drain < 0 || cfg.ConnectTimeout < 0:
 		return nil, errors.New("bench: durations must not be negative")
 	}
-	p := &plan{cfg: cfg, streamURL: u, perProcess: cfg.StreamsPerProcess, runID: rand.Uint32()}
+	p := &plan{cfg: cfg, perProcess: cfg.StreamsPerProcess, runID: rand.Uint32()}
 
-	host := u.Hostname()
-	port := u.Port()
-	if port == "" {
-		port = "80"
-	}
-	portNum, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("bench: bad port %q", port)
-	}
-	addr, err := resolve(ctx, host)
-	if err != nil {
-		return nil, fmt.Errorf("bench: resolve %s: %w", host, err)
-	}
-	p.target = netip.AddrPortFrom(addr, uint16(portNum))
-
-	var req strings.Builder
-	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: herald-bench\r\n", u.RequestURI(), u.Host)
-	for name, values := range cfg.Header {
-		for _, v := range values {
-			if strings.ContainsAny(name+v, "\r\n") {
-				return nil, fmt.Errorf("bench: header %q contains a line break", name)
-			}
-			fmt.Fprintf(&req, "%s: %s\r\n", name, v)
+	var addrs []netip.Addr
+	for _, raw := range SplitURLs(cfg.URL) {
+		u, t, err := streamTarget(ctx, raw, cfg.Header)
+		if err != nil {
+			return nil, err
 		}
+		p.streamURLs = append(p.streamURLs, u)
+		p.targets = append(p.targets, t)
+		addrs = append(addrs, t.Addr.Addr())
 	}
-	req.WriteString("\r\n")
-	p.request = []byte(req.String())
+	if len(p.targets) > maxTargets {
+		return nil, fmt.Errorf("bench: %d stream URLs; at most %d", len(p.targets), maxTargets)
+	}
 
-	if p.sources, p.sourceDesc, err = parseSource(cfg.Source, addr); err != nil {
+	var err error
+	if p.sources, p.sourceDesc, err = parseSource(cfg.Source, addrs); err != nil {
 		return nil, err
 	}
 
-	if cfg.PublishURL != PublishNone {
-		p.publishURL = cfg.PublishURL
-		if p.publishURL == "" {
-			p.publishURL = (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/publish"}).String()
+	if strings.TrimSpace(cfg.PublishURL) != PublishNone {
+		if p.publishURLs, err = publishURLs(cfg.PublishURL, p.streamURLs); err != nil {
+			return nil, err
 		}
 		p.topic = cfg.Topic
 		if p.topic == "" {
-			p.topic = u.Query().Get("topic")
+			p.topic = p.streamURLs[0].Query().Get("topic")
+			for _, u := range p.streamURLs[1:] {
+				if t := u.Query().Get("topic"); t != p.topic {
+					return nil, fmt.Errorf("bench: the stream URLs have different topics (%q, %q): set the topic to publish to", p.topic, t)
+				}
+			}
 		}
 		if p.topic == "" {
 			return nil, errors.New("bench: no topic to publish to: give the stream URL a topic parameter, set a topic, or disable publishing")
@@ -254,6 +280,76 @@ func newPlan(ctx context.Context, cfg Config) (*plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// maxTargets bounds the stream URLs of a run.
+const maxTargets = 1 << 16
+
+// streamTarget checks one stream URL and returns its address and the
+// request its streams send.
+func streamTarget(ctx context.Context, raw string, header http.Header) (*url.URL, engineTarget, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, engineTarget{}, fmt.Errorf("bench: stream URL: %w", err)
+	}
+	switch {
+	case u.Scheme == "https":
+		return nil, engineTarget{}, errors.New("bench: https streams are not supported (the client reads plain sockets); benchmark the server over http")
+	case u.Scheme != "http" || u.Host == "":
+		return nil, engineTarget{}, fmt.Errorf("bench: stream URL %q must be http://host[:port]/path", raw)
+	}
+	host := u.Hostname()
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	portNum, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, engineTarget{}, fmt.Errorf("bench: bad port %q", port)
+	}
+	addr, err := resolve(ctx, host)
+	if err != nil {
+		return nil, engineTarget{}, fmt.Errorf("bench: resolve %s: %w", host, err)
+	}
+
+	var req strings.Builder
+	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: herald-bench\r\n", u.RequestURI(), u.Host)
+	for name, values := range header {
+		for _, v := range values {
+			if strings.ContainsAny(name+v, "\r\n") {
+				return nil, engineTarget{}, fmt.Errorf("bench: header %q contains a line break", name)
+			}
+			fmt.Fprintf(&req, "%s: %s\r\n", name, v)
+		}
+	}
+	req.WriteString("\r\n")
+	return u, engineTarget{Addr: netip.AddrPortFrom(addr, uint16(portNum)), Request: []byte(req.String())}, nil
+}
+
+// publishURLs returns the URLs of Config.PublishURL s, or by default each
+// distinct origin of the stream URLs with path /publish.
+func publishURLs(s string, streams []*url.URL) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		var urls []string
+		for _, u := range streams {
+			pu := (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/publish"}).String()
+			if !slices.Contains(urls, pu) {
+				urls = append(urls, pu)
+			}
+		}
+		return urls, nil
+	}
+	urls := SplitURLs(s)
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("bench: publish URL: %w", err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("bench: publish URL %q must be http(s)://host[:port]/path", raw)
+		}
+	}
+	return urls, nil
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -287,13 +383,14 @@ func resolve(ctx context.Context, host string) (netip.Addr, error) {
 const maxSources = 4096
 
 // parseSource turns Config.Source into addresses to bind, and a
-// description for the results.
-func parseSource(s string, target netip.Addr) ([]netip.Addr, string, error) {
+// description for the results. Every target must be of the sources' IP
+// version.
+func parseSource(s string, targets []netip.Addr) ([]netip.Addr, string, error) {
 	switch {
 	case s == "none":
 		return nil, "kernel's choice", nil
 	case s == "":
-		if !target.Is4() || !target.IsLoopback() {
+		if slices.ContainsFunc(targets, func(a netip.Addr) bool { return !a.Is4() || !a.IsLoopback() }) {
 			return nil, "kernel's choice", nil
 		}
 		// A fresh block per run, away from 127.0.x.x where other
@@ -313,7 +410,7 @@ func parseSource(s string, target netip.Addr) ([]netip.Addr, string, error) {
 		if len(addrs) == 0 {
 			return nil, "", fmt.Errorf("bench: source %q has no usable address", s)
 		}
-		if err := sameFamily(addrs[0], target); err != nil {
+		if err := sameFamily(addrs[0], targets); err != nil {
 			return nil, "", err
 		}
 		return addrs, fmt.Sprintf("%s (%d addresses)", pfx, len(addrs)), nil
@@ -324,7 +421,7 @@ func parseSource(s string, target netip.Addr) ([]netip.Addr, string, error) {
 		if err != nil {
 			return nil, "", fmt.Errorf("bench: source %q: want none, a prefix like 127.1.2.0/24 or addresses separated by commas", s)
 		}
-		if err := sameFamily(a.Unmap(), target); err != nil {
+		if err := sameFamily(a.Unmap(), targets); err != nil {
 			return nil, "", err
 		}
 		addrs = append(addrs, a.Unmap())
@@ -332,9 +429,11 @@ func parseSource(s string, target netip.Addr) ([]netip.Addr, string, error) {
 	return addrs, s, nil
 }
 
-func sameFamily(a, target netip.Addr) error {
-	if a.Is4() != target.Is4() {
-		return fmt.Errorf("bench: source address %s and target %s are of different IP versions", a, target)
+func sameFamily(a netip.Addr, targets []netip.Addr) error {
+	for _, target := range targets {
+		if a.Is4() != target.Is4() {
+			return fmt.Errorf("bench: source address %s and target %s are of different IP versions", a, target)
+		}
 	}
 	return nil
 }

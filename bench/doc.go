@@ -10,6 +10,19 @@
 //	})
 //	res.WriteText(os.Stdout)
 //
+// To measure a cluster, URL lists the nodes' stream URLs separated by
+// commas: stream i opens URL i mod n (counted over the whole run, worker
+// processes included), and publish requests go to each node's /publish
+// in turn (or to the PublishURL list), so events enter through every node
+// and reach every stream through the cluster's broker. Latency stays
+// exact: the send time in an event and the receive time are both read
+// from this machine's clock. Gaps and duplicates are counted by sequence
+// number, which assumes that the cluster delivers events in the order it
+// accepted them, whichever node took them: a Herald cluster does (every
+// node delivers in the order of the shared log, and the publisher sends a
+// request only after the previous one was accepted); a cluster without
+// such an order may show reordered events as gaps and duplicates.
+//
 // A run connects the streams (reporting connect time), optionally holds
 // them idle, samples the server's memory and goroutines, publishes for a
 // duration or a number of events (or, with publishing off, counts what the
@@ -35,6 +48,8 @@
 // parent over its standard output, while the parent publishes.
 //
 // Server memory per stream is measured from /proc for the processes
-// listening on the target port (several with SO_REUSEPORT), and
-// goroutines from the target's /metrics when it serves Prometheus metrics.
+// listening on the target port (several with SO_REUSEPORT; for a cluster
+// on this machine, those of every target port), and goroutines from the
+// target's /metrics when it serves Prometheus metrics (for a cluster,
+// every target's); the figures add up all processes and targets.
 package bench

@@ -100,7 +100,8 @@ type shard struct {
 	next      int // next conn to start
 	inflight  int
 	maxFlight int
-	dst       syscall.Sockaddr
+	first     int                // the run-wide number of conns[0]
+	dsts      []syscall.Sockaddr // per target, for connect (which writes to them)
 	src4      syscall.SockaddrInet4
 	src6      syscall.SockaddrInet6
 	woken     bool
@@ -139,8 +140,13 @@ func fdLimit() (uint64, bool) {
 
 // startEngine opens the poller shards and starts connecting.
 func startEngine(cfg engineConfig) (*engine, error) {
-	if !cfg.Target.IsValid() {
+	if len(cfg.Targets) == 0 {
 		return nil, errors.New("bench: no target address")
+	}
+	for _, t := range cfg.Targets {
+		if !t.Addr.IsValid() {
+			return nil, errors.New("bench: no target address")
+		}
 	}
 	if lim, ok := fdLimit(); ok && uint64(cfg.Streams)+64 > lim {
 		return nil, fmt.Errorf("bench: %d streams need more file descriptors than this process may open (ulimit -n %d); use fewer streams per process", cfg.Streams, lim)
@@ -159,12 +165,13 @@ func startEngine(cfg engineConfig) (*engine, error) {
 		tickDone: make(chan struct{}),
 	}
 	concurrency := max(cfg.ConnectConcurrency, 1)
+	first := cfg.First
 	for i := range n {
 		count := cfg.Streams / n
 		if i < cfg.Streams%n {
 			count++
 		}
-		s, err := newShard(e, i, count, max(concurrency/n, 1))
+		s, err := newShard(e, i, first, count, max(concurrency/n, 1))
 		if err != nil {
 			for _, s := range e.shards {
 				s.release()
@@ -172,6 +179,7 @@ func startEngine(cfg engineConfig) (*engine, error) {
 			return nil, err
 		}
 		e.shards = append(e.shards, s)
+		first += count
 	}
 	for _, s := range e.shards {
 		go s.run()
@@ -180,7 +188,7 @@ func startEngine(cfg engineConfig) (*engine, error) {
 	return e, nil
 }
 
-func newShard(e *engine, idx, count, maxFlight int) (*shard, error) {
+func newShard(e *engine, idx, first, count, maxFlight int) (*shard, error) {
 	p, err := netpoll.New()
 	if err != nil {
 		return nil, err
@@ -194,7 +202,7 @@ func newShard(e *engine, idx, count, maxFlight int) (*shard, error) {
 	s := &shard{
 		eng: e, idx: idx, poller: p, wakeR: pipe[0], wakeW: pipe[1],
 		conns: make([]conn, count), seqs: make([]uint64, count), buf: make([]byte, readBufSize),
-		maxFlight: maxFlight, done: make(chan struct{}),
+		maxFlight: maxFlight, first: first, done: make(chan struct{}),
 		st: newStats(),
 	}
 	for i := range s.seqs {
@@ -205,11 +213,12 @@ func newShard(e *engine, idx, count, maxFlight int) (*shard, error) {
 		s.release()
 		return nil, err
 	}
-	t := e.cfg.Target
-	if t.Addr().Is4() {
-		s.dst = &syscall.SockaddrInet4{Port: int(t.Port()), Addr: t.Addr().As4()}
-	} else {
-		s.dst = &syscall.SockaddrInet6{Port: int(t.Port()), Addr: t.Addr().As16()}
+	for _, t := range e.cfg.Targets {
+		if a := t.Addr; a.Addr().Is4() {
+			s.dsts = append(s.dsts, &syscall.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()})
+		} else {
+			s.dsts = append(s.dsts, &syscall.SockaddrInet6{Port: int(a.Port()), Addr: a.Addr().As16()})
+		}
 	}
 	return s, nil
 }
@@ -293,6 +302,18 @@ func (e *engine) stop() stats {
 
 func (s *shard) mono() int64 { return int64(time.Since(s.eng.epoch)) }
 
+// target returns the index of the target of conns[i].
+func (s *shard) target(i int) int { return target(s.first+i, len(s.dsts)) }
+
+// reason names the cause of a stream's failure or end in the counts: with
+// several targets, prefixed by the stream's target address.
+func (s *shard) reason(c *conn, err error) string {
+	if len(s.dsts) <= 1 {
+		return err.Error()
+	}
+	return s.eng.cfg.Targets[s.target(int(c.idx))].Addr.String() + ": " + err.Error()
+}
+
 // run is the shard goroutine.
 func (s *shard) run() {
 	defer close(s.done)
@@ -361,8 +382,9 @@ func (s *shard) connect(c *conn, i int) {
 	c.fd = -1
 	c.state = stConnecting
 	s.inflight++
+	t := s.target(i)
 	family := syscall.AF_INET
-	if s.eng.cfg.Target.Addr().Is6() {
+	if s.eng.cfg.Targets[t].Addr.Addr().Is6() {
 		family = syscall.AF_INET6
 	}
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
@@ -387,7 +409,7 @@ func (s *shard) connect(c *conn, i int) {
 			return
 		}
 	}
-	if err := syscall.Connect(fd, s.dst); err != nil && err != syscall.EINPROGRESS {
+	if err := syscall.Connect(fd, s.dsts[t]); err != nil && err != syscall.EINPROGRESS {
 		s.fail(c, sysErr("connect", err))
 		return
 	}
@@ -423,7 +445,7 @@ func (s *shard) fail(c *conn, err error) {
 	c.dec = decoder{}
 	s.inflight--
 	s.st.Failed++
-	s.st.FailReasons = addCount(s.st.FailReasons, err.Error())
+	s.st.FailReasons = addCount(s.st.FailReasons, s.reason(c, err))
 }
 
 // closeConn ends a connected stream.
@@ -437,7 +459,7 @@ func (s *shard) closeConn(c *conn, err error) {
 	c.state = stClosed
 	c.dec = decoder{}
 	s.st.Closed++
-	s.st.CloseReasons = addCount(s.st.CloseReasons, err.Error())
+	s.st.CloseReasons = addCount(s.st.CloseReasons, s.reason(c, err))
 }
 
 func addCount(m map[string]int64, k string) map[string]int64 {
@@ -495,7 +517,7 @@ func (s *shard) handle(key uint64, ev netpoll.Events) {
 // writeRequest sends what is left of the request and reports whether it
 // is all sent.
 func (s *shard) writeRequest(c *conn) bool {
-	req := s.eng.cfg.Request
+	req := s.eng.cfg.Targets[s.target(int(c.idx))].Request
 	for int(c.reqOff) < len(req) {
 		n, err := syscall.Write(int(c.fd), req[c.reqOff:])
 		switch {

@@ -107,7 +107,7 @@ func TestEngineConnectFailures(t *testing.T) {
 	}
 	closed := netip.MustParseAddrPort(ln.Addr().String())
 	ln.Close()
-	e, err := startEngine(engineConfig{Target: closed, Request: []byte("GET / HTTP/1.1\r\n\r\n"), Streams: 10, ConnectConcurrency: 4, Shards: 2})
+	e, err := startEngine(engineConfig{Targets: oneTarget(closed), Streams: 10, ConnectConcurrency: 4, Shards: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestEngineConnectFailures(t *testing.T) {
 	}
 	defer ln.Close()
 	e, err = startEngine(engineConfig{
-		Target: netip.MustParseAddrPort(ln.Addr().String()), Request: []byte("GET / HTTP/1.1\r\n\r\n"),
+		Targets: oneTarget(netip.MustParseAddrPort(ln.Addr().String())),
 		Streams: 6, ConnectConcurrency: 6, ConnectTimeout: 100 * time.Millisecond,
 		Sources: []netip.Addr{netip.MustParseAddr("127.0.0.9")},
 	})
@@ -140,7 +140,42 @@ func TestEngineConnectFailures(t *testing.T) {
 		t.Errorf("final %+v", final)
 	}
 
-	if _, err := startEngine(engineConfig{Target: closed, Streams: 1 << 30}); err == nil || !strings.Contains(err.Error(), "file descriptors") {
+	if _, err := startEngine(engineConfig{Targets: oneTarget(closed), Streams: 1 << 30}); err == nil || !strings.Contains(err.Error(), "file descriptors") {
 		t.Errorf("more streams than descriptors: %v", err)
+	}
+}
+
+func oneTarget(a netip.AddrPort) []engineTarget {
+	return []engineTarget{{Addr: a, Request: []byte("GET / HTTP/1.1\r\n\r\n")}}
+}
+
+// With several targets, stream First+k of the run opens target
+// (First+k) mod n, and failures are counted per target address.
+func TestEngineSpreadsStreamsOverTargets(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	quiet := netip.MustParseAddrPort(silent.Addr().String())
+	targets := append(oneTarget(closed), oneTarget(quiet)...)
+	// The run's streams 1 to 9: 2, 4, 6 and 8 to the closed port, the
+	// odd ones to the silent server.
+	e, err := startEngine(engineConfig{Targets: targets, First: 1, Streams: 9, ConnectConcurrency: 9,
+		ConnectTimeout: 100 * time.Millisecond, Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitEngine(t, e)
+	e.stop()
+	refused, timedOut := closed.String()+": connect: connection refused", quiet.String()+": "+errConnectTimeout.Error()
+	if st.Failed != 9 || st.FailReasons[refused] != 4 || st.FailReasons[timedOut] != 5 {
+		t.Errorf("failures %v; want 4× %q and 5× %q", st.FailReasons, refused, timedOut)
 	}
 }

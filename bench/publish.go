@@ -15,10 +15,16 @@ import (
 )
 
 // publisher sends numbered, timestamped events from one goroutine, one
-// request at a time, so they arrive in order.
+// request at a time, so they arrive in order: each request is accepted
+// before the next is sent, also when the requests go to different nodes
+// of a cluster in turn (a clustered Herald orders events in its shared
+// log, and every node delivers in that order). The send time in each
+// event is this machine's clock, as is the receive time the streams
+// compare it with, whichever node delivers the event.
 type publisher struct {
 	client    *http.Client
-	url       string
+	urls      []string // taking requests in turn
+	next      int      // index in urls of the next request
 	json      bool
 	topicForm string // topic, form-escaped
 	topicJSON []byte // topic as a JSON string
@@ -42,7 +48,7 @@ func newPublisher(p *plan) *publisher {
 			Timeout:   30 * time.Second,
 			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, DisableCompression: true},
 		},
-		url:       p.publishURL,
+		urls:      p.publishURLs,
 		json:      p.format == "json",
 		topicForm: url.QueryEscape(p.topic),
 		topicJSON: topicJSON,
@@ -77,7 +83,9 @@ func (p *publisher) send(ctx context.Context, n int) error {
 		b = appendPayload(b, &p.tag, p.seq+1, ts, p.size)
 	}
 	p.body = b
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(b))
+	u := p.urls[p.next]
+	p.next = (p.next + 1) % len(p.urls)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
@@ -101,7 +109,7 @@ func (p *publisher) send(ctx context.Context, n int) error {
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		p.errors++
-		return fmt.Errorf("publish: POST %s: %s: %s", p.url, resp.Status, strings.TrimSpace(string(msg)))
+		return fmt.Errorf("publish: POST %s: %s: %s", u, resp.Status, strings.TrimSpace(string(msg)))
 	}
 	p.rtt.Record(int64(time.Since(start)))
 	p.seq += uint64(n)

@@ -12,7 +12,8 @@ import (
 // Result is what a run measured. It is written as JSON by herald bench
 // --json; times are in seconds (_s) or milliseconds (_ms).
 type Result struct {
-	// Target is the stream URL.
+	// Target is the stream URL, or the stream URLs separated by commas
+	// (as Config.URL gave them), which the streams took in turn.
 	Target string `json:"target"`
 	// Streams is the number of streams asked for.
 	Streams int `json:"streams"`
@@ -40,7 +41,9 @@ type ConnectResult struct {
 	Attempted int64 `json:"attempted"`
 	Connected int64 `json:"connected"`
 	Failed    int64 `json:"failed"`
-	// Errors counts failures by cause (e.g. "HTTP status 503").
+	// Errors counts failures by cause (e.g. "HTTP status 503"); with
+	// several stream URLs, each cause starts with the address of the
+	// target concerned ("127.0.0.1:8082: HTTP status 503").
 	Errors map[string]int64 `json:"errors,omitempty"`
 	// WallS is the time from the first connect to the last stream's
 	// headers (or failure), and PerS the streams connected per second.
@@ -52,7 +55,9 @@ type ConnectResult struct {
 
 // PublishResult describes the publisher.
 type PublishResult struct {
-	// URL and Format ("form" or "json") of the publish requests.
+	// URL and Format ("form" or "json") of the publish requests; with
+	// several publish URLs, which took the requests in turn, URL lists
+	// them separated by commas.
 	URL    string `json:"url"`
 	Format string `json:"format"`
 	// Mode is "rate" (fixed rate) or "closed-loop" (as fast as delivery
@@ -107,7 +112,8 @@ type DeliveryResult struct {
 	Drops      int64 `json:"drops"`
 	Duplicates int64 `json:"duplicates"`
 	// StreamsClosed counts streams that ended after connecting, by
-	// cause in CloseReasons.
+	// cause in CloseReasons (prefixed by the target's address as in
+	// ConnectResult.Errors when there are several stream URLs).
 	StreamsClosed int64            `json:"streams_closed"`
 	CloseReasons  map[string]int64 `json:"close_reasons,omitempty"`
 	// Latency is per delivery of our events: receive time minus the
@@ -116,10 +122,20 @@ type DeliveryResult struct {
 }
 
 // ServerResult is the server side, measured on this machine (Source
-// "proc") or from its /metrics (Source "metrics").
+// "proc") or from its /metrics (Source "metrics"). With several server
+// processes (SO_REUSEPORT, or the nodes of a cluster behind several
+// stream URLs) the figures are sums over all of them, and the per-stream
+// figures divide the growth of the sums by every stream connected.
 type ServerResult struct {
-	PIDs   []int  `json:"pids,omitempty"`
-	Source string `json:"source"`
+	// PIDs are the processes measured from /proc, and Ports the target
+	// ports they were found listening on (none when the processes were
+	// given).
+	PIDs   []int    `json:"pids,omitempty"`
+	Ports  []uint16 `json:"ports,omitempty"`
+	Source string   `json:"source"`
+	// MetricsTargets is how many targets' /metrics (one per distinct
+	// target address) the figures from /metrics add up.
+	MetricsTargets int `json:"metrics_targets,omitempty"`
 	// RSS before any stream connected and after all connected and the
 	// server settled, and the growth per connected stream in KiB.
 	RSSBaselineBytes int64   `json:"rss_baseline_bytes,omitempty"`
@@ -133,7 +149,14 @@ type ServerResult struct {
 
 // WriteText writes r for people.
 func (r *Result) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "target      %s\n", r.Target)
+	if targets := SplitURLs(r.Target); len(targets) > 1 {
+		fmt.Fprintf(w, "targets     %d stream URLs, taken in turn:\n", len(targets))
+		for _, t := range targets {
+			fmt.Fprintf(w, "              %s\n", t)
+		}
+	} else {
+		fmt.Fprintf(w, "target      %s\n", r.Target)
+	}
 	procs := "this process"
 	if r.Workers > 0 {
 		procs = fmt.Sprintf("%d worker processes", r.Workers)
@@ -150,11 +173,25 @@ func (r *Result) WriteText(w io.Writer) {
 		if len(s.PIDs) > 0 {
 			fmt.Fprintf(w, " pid %s", strings.Trim(fmt.Sprint(s.PIDs), "[]"))
 		}
+		if len(s.Ports) > 1 {
+			fmt.Fprintf(w, " listening on ports %s", strings.ReplaceAll(strings.Trim(fmt.Sprint(s.Ports), "[]"), " ", ", "))
+		}
 		if s.RSSAfterBytes > 0 {
-			fmt.Fprintf(w, "; RSS %.1f MiB -> %.1f MiB, %.2f KiB/stream", mib(s.RSSBaselineBytes), mib(s.RSSAfterBytes), s.RSSPerStreamKiB)
+			sum := ""
+			switch {
+			case s.Source == "proc" && len(s.PIDs) > 1:
+				sum = fmt.Sprintf(" summed over %d processes", len(s.PIDs))
+			case s.Source == "metrics" && s.MetricsTargets > 1:
+				sum = fmt.Sprintf(" summed over %d targets", s.MetricsTargets)
+			}
+			fmt.Fprintf(w, "; RSS%s %.1f MiB -> %.1f MiB, %.2f KiB/stream", sum, mib(s.RSSBaselineBytes), mib(s.RSSAfterBytes), s.RSSPerStreamKiB)
 		}
 		if s.GoroutinesAfter > 0 {
-			fmt.Fprintf(w, "; goroutines %d -> %d, %.2f/stream", s.GoroutinesBaseline, s.GoroutinesAfter, s.GoroutinesPerStream)
+			sum := ""
+			if s.MetricsTargets > 1 {
+				sum = fmt.Sprintf(" summed over %d targets", s.MetricsTargets)
+			}
+			fmt.Fprintf(w, "; goroutines%s %d -> %d, %.2f/stream", sum, s.GoroutinesBaseline, s.GoroutinesAfter, s.GoroutinesPerStream)
 		}
 		fmt.Fprintln(w)
 	}
@@ -163,8 +200,12 @@ func (r *Result) WriteText(w io.Writer) {
 		if p.Mode == "closed-loop" {
 			mode = fmt.Sprintf("as fast as delivered (window %d)", p.Window)
 		}
-		fmt.Fprintf(w, "publish     %d events in %d requests (%s, batch %d, %d-byte data) in %.2fs: %.0f events/s; request p50 %s p99 %s; %d errors\n",
-			p.Events, p.Requests, mode, p.Batch, p.DataBytes, p.DurationS, p.Rate, fmtMs(p.Latency.P50Ms), fmtMs(p.Latency.P99Ms), p.Errors)
+		to := ""
+		if urls := SplitURLs(p.URL); len(urls) > 1 {
+			to = fmt.Sprintf(" to %d URLs in turn", len(urls))
+		}
+		fmt.Fprintf(w, "publish     %d events in %d requests%s (%s, batch %d, %d-byte data) in %.2fs: %.0f events/s; request p50 %s p99 %s; %d errors\n",
+			p.Events, p.Requests, to, mode, p.Batch, p.DataBytes, p.DurationS, p.Rate, fmtMs(p.Latency.P50Ms), fmtMs(p.Latency.P99Ms), p.Errors)
 	}
 	d := &r.Delivery
 	if d.DurationS == 0 && r.Publish == nil {

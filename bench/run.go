@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,8 +17,9 @@ import (
 // ends the run early.
 var ErrInterrupted = errors.New("interrupted")
 
-// Run benchmarks the event stream at cfg.URL: it opens cfg.Streams
-// streams (in worker processes past cfg.StreamsPerProcess), optionally
+// Run benchmarks the event stream at cfg.URL, or the streams of a cluster
+// at several URLs: it opens cfg.Streams streams over them round robin (in
+// worker processes past cfg.StreamsPerProcess), optionally
 // holds them idle, measures the server, publishes for cfg.Duration or
 // cfg.Events (or just listens when publishing is off), waits for events
 // in flight, and returns what it measured.
@@ -42,7 +44,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 
 	ecfg := engineConfig{
-		Target: p.target, Request: p.request, Streams: cfg.Streams, Sources: p.sources,
+		Targets: p.targets, Streams: cfg.Streams, Sources: p.sources,
 		ConnectConcurrency: cfg.ConnectConcurrency, ConnectTimeout: cfg.ConnectTimeout,
 		RunID: p.runID, Shards: cfg.Shards,
 	}
@@ -81,7 +83,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.Connect.Latency = snap.ConnectTime.Summary()
 	}
 	if snap.Connected == 0 {
-		return res, fmt.Errorf("no stream connected to %s: %s", p.target, fmtCounts(snap.FailReasons))
+		return res, fmt.Errorf("no stream connected to %s: %s", p.targetList(), fmtCounts(snap.FailReasons))
 	}
 	var failErr error
 	if allowed := cfg.MaxFailed * float64(cfg.Streams); float64(snap.Failed) > max(allowed, 0) {
@@ -96,9 +98,21 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	mon.setPhase("settle")
 	after := probe.settle(ctx)
 	res.Server = serverResult(probe, base, after, snap.Connected)
-	if res.Server != nil && len(probe.pids) > 1 && res.Server.GoroutinesAfter > 0 {
-		res.Server.GoroutinesPerStream = 0
-		res.Notes = append(res.Notes, fmt.Sprintf("server goroutines are those of whichever of the %d server processes answered /metrics, so there is no per-stream figure", len(probe.pids)))
+	if s := res.Server; s != nil {
+		if probe.shared() && s.GoroutinesAfter > 0 {
+			s.GoroutinesPerStream = 0
+			res.Notes = append(res.Notes, fmt.Sprintf("server goroutines are those of whichever process answered /metrics, of %d processes on %d target addresses, so there is no per-stream figure", len(probe.pids), len(probe.metricsURLs)))
+		}
+		var over []string
+		if n := len(s.PIDs); n > 1 {
+			over = append(over, fmt.Sprintf("%d processes", n))
+		}
+		if n := s.MetricsTargets; n > 1 {
+			over = append(over, fmt.Sprintf("the /metrics of %d targets", n))
+		}
+		if len(over) > 0 {
+			res.Notes = append(res.Notes, fmt.Sprintf("server figures add up %s; per stream they are the growth of the sums over all %d streams connected", strings.Join(over, " and "), snap.Connected))
+		}
 	}
 
 	// Publish, or listen.
@@ -109,7 +123,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	var pubErr error
 	var pubDur time.Duration
 	switch {
-	case p.publishURL != "" && (cfg.Duration > 0 || cfg.Events > 0):
+	case len(p.publishURLs) > 0 && (cfg.Duration > 0 || cfg.Events > 0):
 		mon.setPhase("publish")
 		pub = newPublisher(p)
 		mon.pub.Store(pub)
@@ -152,7 +166,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	if pub != nil {
 		pr := &PublishResult{
-			URL: p.publishURL, Format: p.format, Mode: "rate", TargetRate: cfg.Rate,
+			URL: strings.Join(p.publishURLs, ","), Format: p.format, Mode: "rate", TargetRate: cfg.Rate,
 			Batch: cfg.Batch, DataBytes: cfg.Size, Events: pub.seq,
 			Requests: pub.requests, Errors: pub.errors, DurationS: pubDur.Seconds(),
 			Latency: pub.rtt.Summary(),
@@ -189,12 +203,26 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	return res, failErr
 }
 
-// preflight makes one ordinary request to the stream URL, so that an
+// preflight makes one ordinary request to each stream URL, so that an
 // unreachable or wrong target fails at once with a clear message.
 func preflight(ctx context.Context, p *plan) error {
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true, DisableCompression: true}}
+	var done []string
+	for _, u := range p.streamURLs {
+		if s := u.String(); !slices.Contains(done, s) {
+			done = append(done, s)
+			if err := preflightOne(ctx, p, client, s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func preflightOne(ctx context.Context, p *plan, client *http.Client, streamURL string) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.cfg.URL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, streamURL, nil)
 	if err != nil {
 		return err
 	}
@@ -202,7 +230,6 @@ func preflight(ctx context.Context, p *plan) error {
 		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true, DisableCompression: true}}
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("target unreachable: %w", err)
@@ -210,10 +237,10 @@ func preflight(ctx context.Context, p *plan) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("GET %s answered %s: %s", p.cfg.URL, resp.Status, strings.TrimSpace(string(msg)))
+		return fmt.Errorf("GET %s answered %s: %s", streamURL, resp.Status, strings.TrimSpace(string(msg)))
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(strings.ToLower(ct), "text/event-stream") {
-		return fmt.Errorf("GET %s is not an event stream: Content-Type %q", p.cfg.URL, ct)
+		return fmt.Errorf("GET %s is not an event stream: Content-Type %q", streamURL, ct)
 	}
 	return nil
 }
@@ -224,7 +251,7 @@ func serverResult(probe *serverProbe, base, after serverSample, streams int64) *
 	var r ServerResult
 	switch {
 	case len(probe.pids) > 0 && after.rss > 0:
-		r.Source, r.PIDs = "proc", probe.pids
+		r.Source, r.PIDs, r.Ports = "proc", probe.pids, probe.ports
 		r.RSSBaselineBytes, r.RSSAfterBytes = base.rss, after.rss
 	case after.metricsRSS > 0:
 		r.Source = "metrics"
@@ -232,6 +259,9 @@ func serverResult(probe *serverProbe, base, after serverSample, streams int64) *
 	}
 	if r.RSSAfterBytes > 0 && streams > 0 {
 		r.RSSPerStreamKiB = float64(r.RSSAfterBytes-r.RSSBaselineBytes) / 1024 / float64(streams)
+	}
+	if r.Source == "metrics" || after.goroutines > 0 {
+		r.MetricsTargets = len(probe.metricsURLs)
 	}
 	if after.goroutines > 0 {
 		if r.Source == "" {
@@ -246,6 +276,17 @@ func serverResult(probe *serverProbe, base, after serverSample, streams int64) *
 		return nil
 	}
 	return &r
+}
+
+// targetList names the targets' addresses, for messages.
+func (p *plan) targetList() string {
+	var names []string
+	for _, t := range p.targets {
+		if s := t.Addr.String(); !slices.Contains(names, s) {
+			names = append(names, s)
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 // waitFor polls the fleet until cond holds, the fleet fails or ctx ends.

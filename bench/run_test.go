@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -292,14 +293,14 @@ func TestPlanDefaultsAndErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.topic != "a" || p.publishURL != "http://localhost:9/publish" || p.format != "form" {
-		t.Errorf("topic %q publish %q format %q", p.topic, p.publishURL, p.format)
+	if p.topic != "a" || !slices.Equal(p.publishURLs, []string{"http://localhost:9/publish"}) || p.format != "form" {
+		t.Errorf("topic %q publish %q format %q", p.topic, p.publishURLs, p.format)
 	}
-	if !p.target.Addr().IsLoopback() || !strings.HasPrefix(p.sourceDesc, "127.") || len(p.sources) != 254 {
-		t.Errorf("target %v sources %s (%d)", p.target, p.sourceDesc, len(p.sources))
+	if len(p.targets) != 1 || !p.targets[0].Addr.Addr().IsLoopback() || !strings.HasPrefix(p.sourceDesc, "127.") || len(p.sources) != 254 {
+		t.Errorf("targets %v sources %s (%d)", p.targets, p.sourceDesc, len(p.sources))
 	}
-	if !strings.HasPrefix(string(p.request), "GET /events?topic=a&topic=b HTTP/1.1\r\nHost: localhost:9\r\n") {
-		t.Errorf("request %q", p.request)
+	if !strings.HasPrefix(string(p.targets[0].Request), "GET /events?topic=a&topic=b HTTP/1.1\r\nHost: localhost:9\r\n") {
+		t.Errorf("request %q", p.targets[0].Request)
 	}
 	for _, tc := range []struct {
 		cfg  Config
@@ -320,8 +321,8 @@ func TestPlanDefaultsAndErrors(t *testing.T) {
 		}
 	}
 	p, err = newPlan(ctx, Config{URL: "http://127.0.0.1/e", Streams: 1, PublishURL: PublishNone, Source: "127.5.0.0/23"})
-	if err != nil || p.publishURL != "" || len(p.sources) != 508 {
-		t.Errorf("publishing off with a /23: %v, publish %q, %d sources", err, p.publishURL, len(p.sources))
+	if err != nil || p.publishURLs != nil || len(p.sources) != 508 {
+		t.Errorf("publishing off with a /23: %v, publish %q, %d sources", err, p.publishURLs, len(p.sources))
 	}
 	p, err = newPlan(ctx, Config{URL: "http://[::1]:80/e", Streams: 1, PublishURL: PublishNone})
 	if err != nil || p.sources != nil {

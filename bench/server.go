@@ -8,24 +8,30 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 // serverProbe measures the server: its processes' RSS from /proc when it
 // runs on this machine, its goroutines (and RSS) from /metrics when it
-// serves Prometheus metrics.
+// serves Prometheus metrics. With several targets (a cluster) it measures
+// them all and adds up: the RSS of every process listening on a target
+// port, the gauges of every target's /metrics.
 type serverProbe struct {
-	pids       []int
-	metricsURL string
-	client     *http.Client
+	pids        []int
+	ports       []uint16 // the target ports pids were found listening on
+	metricsURLs []string // one per distinct target address
+	client      *http.Client
 }
 
 // serverSample is one measurement; zero fields were not available.
@@ -38,23 +44,52 @@ type serverSample struct {
 func newServerProbe(ctx context.Context, p *plan) (*serverProbe, []string) {
 	var notes []string
 	sp := &serverProbe{
-		metricsURL: (&url.URL{Scheme: p.streamURL.Scheme, Host: p.streamURL.Host, Path: "/metrics"}).String(),
-		client:     &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}},
+		client: &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}},
+	}
+	// The distinct target addresses, and a /metrics URL for each.
+	var targets []netip.AddrPort
+	var remote []string
+	for i, t := range p.targets {
+		if slices.Contains(targets, t.Addr) {
+			continue
+		}
+		targets = append(targets, t.Addr)
+		u := p.streamURLs[i]
+		sp.metricsURLs = append(sp.metricsURLs, (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/metrics"}).String())
+		if !isLocal(t.Addr.Addr()) {
+			remote = append(remote, t.Addr.String())
+		}
 	}
 	switch {
 	case len(p.cfg.ServerPIDs) > 0:
 		sp.pids = p.cfg.ServerPIDs
-	case !isLocal(p.target.Addr()):
+	case len(remote) == 1 && len(targets) == 1:
 		notes = append(notes, "server RSS not measured: the target is not on this machine")
+	case len(remote) == len(targets):
+		notes = append(notes, "server RSS not measured: no target is on this machine")
+	case len(remote) > 0:
+		notes = append(notes, fmt.Sprintf("server RSS not measured: targets %s are not on this machine (use --server-pid for the local ones)", strings.Join(remote, ", ")))
 	default:
-		pids, err := listeningPIDs(p.target)
+		pids, missing, err := listeningPIDs(targets...)
 		switch {
 		case err != nil:
 			notes = append(notes, "server RSS not measured: "+err.Error())
-		case len(pids) == 0:
-			notes = append(notes, fmt.Sprintf("server RSS not measured: no process of ours found listening on port %d (use --server-pid)", p.target.Port()))
+		case len(missing) > 0:
+			// A sum over some of the nodes, divided by every stream,
+			// would mislead.
+			ports := make([]string, len(missing))
+			for i, m := range missing {
+				ports[i] = strconv.Itoa(int(m.Port()))
+			}
+			notes = append(notes, fmt.Sprintf("server RSS not measured: no process of ours found listening on port %s (use --server-pid)", strings.Join(ports, ", ")))
+		default:
+			sp.pids = pids
+			for _, t := range targets {
+				if !slices.Contains(sp.ports, t.Port()) {
+					sp.ports = append(sp.ports, t.Port())
+				}
+			}
 		}
-		sp.pids = pids
 	}
 	for _, pid := range sp.pids {
 		if pid == os.Getpid() {
@@ -64,7 +99,9 @@ func newServerProbe(ctx context.Context, p *plan) (*serverProbe, []string) {
 	return sp, notes
 }
 
-// sample reads the server's RSS and /metrics now.
+// sample reads the server's RSS and /metrics now: sums over its
+// processes and over the targets' /metrics. A gauge that some target does
+// not serve is left out (zero), as a partial sum would mislead.
 func (sp *serverProbe) sample(ctx context.Context) serverSample {
 	var s serverSample
 	for _, pid := range sp.pids {
@@ -72,9 +109,31 @@ func (sp *serverProbe) sample(ctx context.Context) serverSample {
 			s.rss += rss
 		}
 	}
-	s.goroutines, s.metricsRSS = sp.scrape(ctx)
+	gauges := make([][2]int64, len(sp.metricsURLs))
+	var wg sync.WaitGroup
+	for i, u := range sp.metricsURLs {
+		wg.Go(func() { gauges[i][0], gauges[i][1] = sp.scrape(ctx, u) })
+	}
+	wg.Wait()
+	for i, g := range gauges {
+		if i == 0 || s.goroutines > 0 && g[0] > 0 {
+			s.goroutines += g[0]
+		} else {
+			s.goroutines = 0
+		}
+		if i == 0 || s.metricsRSS > 0 && g[1] > 0 {
+			s.metricsRSS += g[1]
+		} else {
+			s.metricsRSS = 0
+		}
+	}
 	return s
 }
+
+// shared reports whether some target port is served by several of the
+// measured processes (SO_REUSEPORT), so that its /metrics answer is one
+// process's and the goroutines counted are not all of the server's.
+func (sp *serverProbe) shared() bool { return len(sp.pids) > len(sp.metricsURLs) }
 
 // settle samples the server until its RSS stops moving (two samples
 // 200 ms apart within 64 KiB), for at most two seconds.
@@ -99,12 +158,12 @@ func (sp *serverProbe) settle(ctx context.Context) serverSample {
 	return s
 }
 
-// scrape reads go_goroutines and process_resident_memory_bytes from the
+// scrape reads go_goroutines and process_resident_memory_bytes from a
 // target's /metrics, if it serves them.
-func (sp *serverProbe) scrape(ctx context.Context) (goroutines, rss int64) {
+func (sp *serverProbe) scrape(ctx context.Context, metricsURL string) (goroutines, rss int64) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sp.metricsURL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	if err != nil {
 		return 0, 0
 	}
@@ -185,23 +244,38 @@ func isLocal(a netip.Addr) bool {
 	return false
 }
 
-// listeningPIDs finds the processes with a socket listening on target's
-// port at target's address or a wildcard: several with SO_REUSEPORT.
-func listeningPIDs(target netip.AddrPort) ([]int, error) {
-	inodes := map[string]bool{}
+// listeningPIDs finds the processes with a socket listening on a target's
+// port at the target's address or a wildcard: several per target with
+// SO_REUSEPORT, one per target for the nodes of a cluster. pids lists
+// each process once; missing are the targets no process of ours listens
+// on.
+func listeningPIDs(targets ...netip.AddrPort) (pids []int, missing []netip.AddrPort, err error) {
+	inodes := map[string][]int{} // socket inode → indexes in targets
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		r, err := os.Open(f)
 		if err != nil {
 			continue
 		}
-		for _, ino := range listenInodes(r, target) {
-			inodes[ino] = true
-		}
+		maps.Copy(inodes, listenInodes(r, targets...))
 		r.Close()
 	}
-	if len(inodes) == 0 {
-		return nil, nil
+	found := make([]bool, len(targets))
+	if len(inodes) > 0 {
+		if pids, err = inodePIDs(inodes, found); err != nil {
+			return nil, nil, err
+		}
 	}
+	for i, t := range targets {
+		if !found[i] {
+			missing = append(missing, t)
+		}
+	}
+	return pids, missing, nil
+}
+
+// inodePIDs finds the processes holding the sockets of inodes, marking in
+// found the targets they listen for.
+func inodePIDs(inodes map[string][]int, found []bool) ([]int, error) {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -221,9 +295,17 @@ func listeningPIDs(target netip.AddrPort) ([]int, error) {
 			if err != nil {
 				continue
 			}
-			if ino, ok := strings.CutPrefix(link, "socket:["); ok && inodes[strings.TrimSuffix(ino, "]")] {
-				pids = append(pids, pid)
-				break
+			ino, ok := strings.CutPrefix(link, "socket:[")
+			if !ok {
+				continue
+			}
+			if ts, ok := inodes[strings.TrimSuffix(ino, "]")]; ok {
+				for _, t := range ts {
+					found[t] = true
+				}
+				if !slices.Contains(pids, pid) {
+					pids = append(pids, pid)
+				}
 			}
 		}
 	}
@@ -231,12 +313,13 @@ func listeningPIDs(target netip.AddrPort) ([]int, error) {
 }
 
 // listenInodes returns the inodes of sockets in a /proc/net/tcp{,6} table
-// that listen on target's port, at its address or a wildcard. It reads in
-// large pieces because the kernel walks the socket table from the start
-// for every read call, and skips other sockets cheaply: tens of thousands
-// of TIME_WAIT ones may be listed after a big run.
-func listenInodes(table io.Reader, target netip.AddrPort) []string {
-	var inodes []string
+// that listen on a target's port, at its address or a wildcard, each with
+// the indexes of the targets it serves. It reads in large pieces because
+// the kernel walks the socket table from the start for every read call,
+// and skips other sockets cheaply: tens of thousands of TIME_WAIT ones
+// may be listed after a big run.
+func listenInodes(table io.Reader, targets ...netip.AddrPort) map[string][]int {
+	inodes := map[string][]int{}
 	sc := bufio.NewScanner(table)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	sc.Scan() // header
@@ -256,14 +339,18 @@ func listenInodes(table io.Reader, target netip.AddrPort) []string {
 			continue
 		}
 		port, err := strconv.ParseUint(hexPort, 16, 16)
-		if err != nil || uint16(port) != target.Port() {
+		if err != nil {
 			continue
 		}
 		a, ok := parseProcAddr(hexAddr)
-		if !ok || !(a.IsUnspecified() || a.Unmap() == target.Addr()) {
+		if !ok {
 			continue
 		}
-		inodes = append(inodes, f[9])
+		for i, t := range targets {
+			if uint16(port) == t.Port() && (a.IsUnspecified() || a.Unmap() == t.Addr()) {
+				inodes[f[9]] = append(inodes[f[9]], i)
+			}
+		}
 	}
 	return inodes
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -22,14 +23,21 @@ func TestListenInodes(t *testing.T) {
    4: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 555 1 0 100 0 0 10 0
 `
 	got := listenInodes(strings.NewReader(table), netip.MustParseAddrPort("127.0.0.1:8080"))
-	if want := []string{"111", "222"}; !slices.Equal(got, want) {
+	if want := map[string][]int{"111": {0}, "222": {0}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("inodes %v, want %v (wildcard and exact LISTEN sockets on port 8080)", got, want)
+	}
+	// The nodes of a cluster: one port each, and a wildcard socket
+	// serving two targets.
+	got = listenInodes(strings.NewReader(table), netip.MustParseAddrPort("127.0.0.2:8080"), netip.MustParseAddrPort("127.0.0.1:8081"),
+		netip.MustParseAddrPort("127.0.0.1:8080"), netip.MustParseAddrPort("127.0.0.1:8082"))
+	if want := map[string][]int{"111": {0, 2}, "222": {2}, "333": {0}, "555": {1}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("cluster inodes %v, want %v", got, want)
 	}
 	table6 := `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 666 1 0 100 0 0 10 0
    1: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0
 `
-	if got := listenInodes(strings.NewReader(table6), netip.MustParseAddrPort("[::1]:8080")); !slices.Equal(got, []string{"666", "777"}) {
+	if got := listenInodes(strings.NewReader(table6), netip.MustParseAddrPort("[::1]:8080")); !reflect.DeepEqual(got, map[string][]int{"666": {0}, "777": {0}}) {
 		t.Errorf("tcp6 inodes %v", got)
 	}
 }
@@ -40,9 +48,20 @@ func TestListeningPIDsFindsThisProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	pids, err := listeningPIDs(netip.MustParseAddrPort(ln.Addr().String()))
-	if err != nil || !slices.Contains(pids, os.Getpid()) {
-		t.Errorf("pids %v, %v; want this process %d", pids, err, os.Getpid())
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	unused, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := netip.MustParseAddrPort(unused.Addr().String())
+	unused.Close()
+	pids, missing, err := listeningPIDs(netip.MustParseAddrPort(ln.Addr().String()), netip.MustParseAddrPort(ln2.Addr().String()), none)
+	if err != nil || !slices.Equal(pids, []int{os.Getpid()}) || !slices.Equal(missing, []netip.AddrPort{none}) {
+		t.Errorf("pids %v, missing %v, %v; want this process once, and %v missing", pids, missing, err, none)
 	}
 	rss, err := readRSS(os.Getpid())
 	if err != nil || rss < 1<<20 {

@@ -9,10 +9,14 @@ import (
 // engineConfig is what one process needs to run its share of the streams.
 // It travels to worker processes as JSON.
 type engineConfig struct {
-	// Target is the address streams connect to.
-	Target netip.AddrPort `json:"target"`
-	// Request is the HTTP request each stream sends.
-	Request []byte `json:"request"`
+	// Targets are the stream URLs' addresses and requests, which the
+	// streams of a run take in turn.
+	Targets []engineTarget `json:"targets"`
+	// First is the run-wide number of this process's first stream: its
+	// stream k (from 0) is the run's stream First+k, which opens
+	// Targets[(First+k) % len(Targets)]. So the streams of all processes
+	// together spread over the targets round robin.
+	First int `json:"first,omitempty"`
 	// Streams is how many streams this process opens.
 	Streams int `json:"streams"`
 	// Sources are the local addresses streams bind to, round robin; none
@@ -28,6 +32,22 @@ type engineConfig struct {
 	RunID uint32 `json:"run_id"`
 	// Shards is the number of poller goroutines; 0 means GOMAXPROCS.
 	Shards int `json:"shards,omitempty"`
+}
+
+// engineTarget is one stream URL as the engine sees it.
+type engineTarget struct {
+	// Addr is the address streams connect to.
+	Addr netip.AddrPort `json:"addr"`
+	// Request is the HTTP request each stream sends.
+	Request []byte `json:"request"`
+}
+
+// target returns the index in targets of the run's stream i.
+func target(i, targets int) int {
+	if targets <= 1 {
+		return 0
+	}
+	return i % targets
 }
 
 // stats are the counters of a set of streams. They add up across shards

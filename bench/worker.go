@@ -173,7 +173,7 @@ type workerFleet struct {
 }
 
 // startWorkers starts n worker processes sharing cfg's streams and
-// sources.
+// sources. Each gets a contiguous share of the run's streams.
 func startWorkers(cfg engineConfig, n int, command []string) (*workerFleet, error) {
 	if len(command) == 0 {
 		exe, err := os.Executable()
@@ -183,12 +183,18 @@ func startWorkers(cfg engineConfig, n int, command []string) (*workerFleet, erro
 		command = []string{exe, "bench", "--worker"}
 	}
 	f := &workerFleet{notify: make(chan struct{}, 1)}
+	first := cfg.First
 	for i := range n {
 		wc := cfg
 		wc.Streams = cfg.Streams / n
 		if i < cfg.Streams%n {
 			wc.Streams++
 		}
+		// Every worker has every target, and the run-wide number of its
+		// first stream, so that stream i of the run opens target i mod
+		// len(Targets) whichever process holds it.
+		wc.First = first
+		first += wc.Streams
 		wc.ConnectConcurrency = max(cfg.ConnectConcurrency/n, 1)
 		wc.Sources = nil
 		// Disjoint source addresses per worker, so their ports never

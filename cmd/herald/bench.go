@@ -22,10 +22,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.ServeWorker(ctx, os.Stdin, stdout)
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	url := fs.String("url", "http://127.0.0.1:8080/events?topic=bench", "event stream `URL` to open (http)")
+	url := fs.String("url", "http://127.0.0.1:8080/events?topic=bench", "event stream `URLs` to open (http); several, separated by commas, measure a cluster: stream i opens URL i mod n (a comma starts the next URL only before a scheme such as http://)")
 	streams := fs.Int("streams", 1000, "number of streams to open")
 	perProcess := fs.Int("streams-per-process", 0, fmt.Sprintf("most streams in one process; more run in worker processes. A stream is a file descriptor: 0 means the limit (ulimit -n) less %d, here %d", bench.FDHeadroom, bench.StreamsPerProcessLimit()))
-	source := fs.String("source", "", "local addresses to connect from: a prefix like 127.1.2.0/24, addresses separated by commas, or none; empty means a random 127.x.y.0/24 per run for a loopback target")
+	source := fs.String("source", "", "local addresses to connect from: a prefix like 127.1.2.0/24, addresses separated by commas, or none; empty means a random 127.x.y.0/24 per run for loopback targets")
 	concurrency := fs.Int("connect-concurrency", bench.DefaultConnectConcurrency, "most streams between connect and response headers at once")
 	connectTimeout := fs.Duration("connect-timeout", bench.DefaultConnectTimeout, "longest wait for one stream's response headers")
 	var headers, pubHeaders headerFlag
@@ -37,19 +37,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	window := fs.Int("window", bench.DefaultWindow, "with --rate 0, most events published but not yet received by every stream")
 	batch := fs.Int("batch", 1, "most events per publish request (above 1: a JSON array)")
 	size := fs.Int("size", bench.DefaultSize, "`bytes` of data per event (the default makes a Herald event about 100 bytes)")
-	publishURL := fs.String("publish-url", "", "`URL` to POST events to; empty means the stream URL's origin + /publish, none disables publishing")
+	publishURL := fs.String("publish-url", "", "`URLs` to POST events to, separated by commas, taking the requests in turn so that events enter a cluster through every node; empty means each distinct origin of the stream URLs + /publish, none disables publishing")
 	publishFormat := fs.String("publish-format", "", "form (topic=…&data=…, Herald and Mercure) or json (Herald's array); empty means form, or json for batches")
 	fs.Var(&pubHeaders, "publish-header", "`Name: value` header for publish requests (repeatable)")
-	topic := fs.String("topic", "", "topic to publish to; empty means the stream URL's topic parameter")
+	topic := fs.String("topic", "", "topic to publish to; empty means the stream URLs' topic parameter (the same in each)")
 	drain := fs.Duration("drain", bench.DefaultDrain, "longest wait for events in flight after publishing")
 	var pids pidFlag
-	fs.Var(&pids, "server-pid", "server process `PIDs` to measure, comma-separated or repeated; default: the processes listening on the target port")
+	fs.Var(&pids, "server-pid", "server process `PIDs` to measure, comma-separated or repeated (their RSS is summed); default: the processes listening on the target ports, all the nodes of a cluster on this machine")
 	maxFailed := fs.Float64("max-failed", bench.DefaultMaxFailed, "`fraction` of streams that may fail to connect before the run fails (exit 1)")
 	jsonOut := fs.Bool("json", false, "write the results as one JSON object to stdout")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	fs.Usage = flagUsage(fs, "Opens many streams to any Server-Sent Events endpoint (Herald or not), publishes\n"+
 		"timestamped events and reports connect time, deliveries/s, latency, drops and,\n"+
-		"for a server on this machine, its memory per stream.")
+		"for a server on this machine, its memory per stream. With several stream URLs in\n"+
+		"--url (the nodes of a cluster) streams and publishes spread over all the nodes.")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -86,6 +87,40 @@ func TestBenchTextAndEnv(t *testing.T) {
 	}
 }
 
+// herald bench against a two-node cluster (hubs sharing a MemoryBroker)
+// through the CLI, in two worker processes: --url lists both nodes, the
+// default publish URLs are both nodes' /publish, and every stream gets
+// every event.
+func TestBenchCluster(t *testing.T) {
+	broker := &herald.MemoryBroker{}
+	var urls []string
+	for i := range 2 {
+		hub := &herald.Hub{Heartbeat: -1, Broker: broker, NodeID: fmt.Sprintf("n%d", i)}
+		srv := httptest.NewServer(&httpapi.Handler{Hub: hub, Logger: slog.New(slog.DiscardHandler)})
+		t.Cleanup(func() {
+			hub.Close()
+			srv.Close()
+		})
+		urls = append(urls, srv.URL)
+	}
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"bench",
+		"--url", urls[0] + "/events?topic=cl," + urls[1] + "/events?topic=cl", "--streams", "30", "--streams-per-process", "15",
+		"--events", "20", "--quiet",
+	}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
+	}
+	for _, want := range []string{
+		"targets     2 stream URLs, taken in turn:\n              " + urls[0] + "/events?topic=cl\n              " + urls[1] + "/events?topic=cl\n",
+		"30 in 2 worker processes", "30 connected, 0 failed", "20 events in 20 requests to 2 URLs in turn", "600 deliveries", "drops 0", "duplicates 0", "latency     p50",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 func TestBenchFailures(t *testing.T) {
 	var errOut bytes.Buffer
 	code := run(context.Background(), []string{"bench", "--url", "http://127.0.0.1:1/events?topic=x", "--streams", "3", "--quiet"}, io.Discard, &errOut)
@@ -104,6 +139,8 @@ func TestBenchFailures(t *testing.T) {
 		{"--publish-format", "xml"},
 		{"--batch", "2", "--publish-format", "form"},
 		{"--url", "https://example.com/events"},
+		{"--url", "http://127.0.0.1:1/e?topic=a,http://127.0.0.1:2/e?topic=b"},
+		{"--publish-url", "http://127.0.0.1:1/publish,ftp://x/"},
 		{"extra"},
 	} {
 		var errOut bytes.Buffer
