@@ -22,7 +22,9 @@
 // the JSON of package internal/brokerwire. A record whose JSON would not
 // fit in a message the server accepts (max_payload, 1 MiB by default;
 // JSON escapes can make an event larger than its publish body) is stored
-// gzipped instead, with the header Content-Encoding: gzip.
+// gzipped instead, with the header Content-Encoding: gzip; one that does
+// not fit even so is refused with an error wrapping
+// [herald.ErrInvalidEvent].
 //
 // Each Follow reads with an ephemeral consumer of its own (in memory, one
 // replica, no acks), which it deletes when it returns; the server deletes
@@ -34,7 +36,10 @@
 //
 // A node that finds the stream or a bucket missing (deleted by an
 // operator) creates it again as [Open] would: a stream recreated is a new
-// log, with a new epoch.
+// log, with a new epoch. On nats-server 2.9, a stream recreated within
+// moments of its deletion can be left broken (the server still removes
+// the old files in the background; calls then fail with "error opening
+// msg block file"): stop the nodes before deleting their stream.
 //
 // # Positions and epoch
 //
@@ -51,6 +56,9 @@
 // between what Follow reads is a record that retention (or an operator)
 // removed: it is reported by [herald.Batch].Lost, as is a message whose
 // payload Herald cannot decode (skipped, never delivered half understood).
+// When nothing readable comes after such messages, the batch reporting
+// them has no records and its Through is the last one's sequence, so that
+// a node knows it has read up to the head.
 //
 // # Retention
 //
@@ -60,7 +68,8 @@
 // little more than [herald.Record.Size]), MaxAge is MaxAge. PerTopic caps
 // are not the stream's business: each node's copy of the log enforces
 // them. [Open] updates an existing stream to the limits it is given, so
-// the node started last sets them.
+// the node started last sets them. A stream that MaxAge (or a purge) has
+// emptied has a head of 0 (see [Broker.Head]).
 //
 // # Duplicate IDs
 //

@@ -49,6 +49,14 @@ type cursor struct {
 
 // Follow implements [herald.Broker]. It reads the stream with an
 // ephemeral consumer of its own, which it replaces when it fails.
+//
+// A message it cannot decode is logged and skipped, and reported by the
+// next batch's Lost. When no readable message follows it in what has
+// arrived, that batch has no records and its Through is the skipped
+// message's sequence, so that the reader knows it has read the log up to
+// its head. Likewise, when retention (or a purge) has emptied the stream
+// of every message after where Follow stands, a batch without records,
+// marked Lost, reaches the stream's last sequence.
 func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func(herald.Batch) error) error {
 	c := cursor{epoch: epoch, read: after}
 	idle := 0 // consumers replaced in a row without reading anything
@@ -70,6 +78,15 @@ func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func
 			c = cursor{epoch: e}
 		}
 		read := c.read
+		if st := info.State; st.Msgs == 0 && st.LastSeq > c.read {
+			// Retention (or a purge) removed every message after
+			// c.read: none will be delivered up to LastSeq, which Head
+			// may have reported before they went.
+			c.read, c.lost = st.LastSeq, false
+			if err := fn(herald.Batch{Epoch: c.epoch, Lost: true, Through: st.LastSeq}); err != nil {
+				return err
+			}
+		}
 		err = b.consume(ctx, &c, fn)
 		if !errors.Is(err, errReopen) {
 			return err
@@ -167,6 +184,7 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 
 	var (
 		recs      = make([]herald.Record, 0, followPage)
+		recsLost  bool   // the batch of recs reports a loss before them
 		delivered uint64 // the consumer's sequence: one more per message it sends
 		grace     <-chan time.Time
 		timer     *time.Timer
@@ -180,6 +198,31 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 			timer.Stop()
 		}
 	}()
+	// flush hands recs on to fn.
+	flush := func() error {
+		if len(recs) == 0 {
+			return nil
+		}
+		err := fn(herald.Batch{Epoch: c.epoch, Records: recs, Lost: recsLost})
+		clear(recs) // let the records' data go; fn must not keep the slice
+		recs = recs[:0]
+		return err
+	}
+	// lose notes a loss after the records read so far, which go first.
+	lose := func() error {
+		err := flush()
+		c.lost = true
+		return err
+	}
+	// through tells fn of a loss no record comes after (yet): a batch
+	// without records, read through the last message.
+	through := func() error {
+		if !c.lost {
+			return nil
+		}
+		c.lost = false
+		return fn(herald.Batch{Epoch: c.epoch, Lost: true, Through: c.read})
+	}
 	// take adds m to recs, or reports that the consumer missed a message.
 	take := func(m jetstream.Msg) error {
 		meta, err := m.Metadata()
@@ -193,21 +236,27 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 		if seq <= c.read {
 			return nil
 		}
-		// Sequences are consecutive: one skipped is a record removed.
-		c.lost = c.lost || seq > c.read+1
+		if seq > c.read+1 {
+			// Sequences are consecutive: one skipped is a record removed.
+			if err := lose(); err != nil {
+				return err
+			}
+		}
 		c.read = seq
 		r, err := decode(m.Data(), m.Headers())
 		if err != nil {
-			c.lost = true
 			level := slog.LevelDebug
 			if b.badLogged.CompareAndSwap(false, true) {
 				level = slog.LevelWarn
 			}
 			b.log.Log(ctx, level, "nats: skipping a message Herald cannot read; followers report it as lost",
 				"seq", seq, "subject", m.Subject(), "err", err)
-			return nil
+			return lose()
 		}
 		r.Position = seq
+		if len(recs) == 0 {
+			recsLost, c.lost = c.lost, false
+		}
 		recs = append(recs, r)
 		return nil
 	}
@@ -253,13 +302,13 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 				break more
 			}
 		}
-		if len(recs) > 0 {
-			err := fn(herald.Batch{Epoch: c.epoch, Records: recs, Lost: c.lost})
-			if err != nil {
+		if err := flush(); err != nil {
+			return err
+		}
+		if stop == nil || errors.Is(stop, errReopen) {
+			if err := through(); err != nil {
 				return err
 			}
-			c.lost = false
-			recs = recs[:0]
 		}
 		if stop != nil {
 			return stop

@@ -418,6 +418,10 @@ func (b *Broker) Append(ctx context.Context, recs []herald.Record) (string, erro
 	for i, m := range msgs {
 		ack, err := b.publish(ctx, m)
 		if err != nil {
+			if i > 0 && errors.Is(err, herald.ErrInvalidEvent) {
+				// Not "nothing appended", which ErrInvalidEvent says.
+				return "", fmt.Errorf("%w: nats: record %d of the batch refused after the ones before it were appended: %v", herald.ErrBrokerUnavailable, i+1, err)
+			}
 			return "", err
 		}
 		if ack.Duplicate {
@@ -456,6 +460,11 @@ func (b *Broker) publish(ctx context.Context, m *natsgo.Msg) (*jetstream.PubAck,
 		cancel()
 		if err == nil {
 			return ack, nil
+		}
+		if errors.Is(err, natsgo.ErrMaxPayload) {
+			// The client refused it without sending it (encode leaves
+			// room for the headers, so this is not expected).
+			return nil, fmt.Errorf("%w: nats: %w", herald.ErrInvalidEvent, err)
 		}
 		if attempt == 0 && errors.Is(err, jetstream.ErrNoStreamResponse) && b.nc.IsConnected() {
 			if _, ierr := b.info(ctx); ierr == nil {
@@ -564,7 +573,10 @@ func missing(err error) bool {
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, natsgo.ErrNoResponders)
 }
 
-// Head implements [herald.Broker].
+// Head implements [herald.Broker]. The position is the stream's last
+// sequence, or 0 when the stream holds no message (retention removed them
+// all, or it was purged): then there is nothing a node could read, so
+// nothing it must have read to be in sync.
 func (b *Broker) Head(ctx context.Context) (string, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return "", 0, err
@@ -575,6 +587,9 @@ func (b *Broker) Head(ctx context.Context) (string, uint64, error) {
 	info, err := b.info(ctx)
 	if err != nil {
 		return "", 0, err
+	}
+	if info.State.Msgs == 0 {
+		return epochOf(info), 0, nil
 	}
 	return epochOf(info), info.State.LastSeq, nil
 }

@@ -3,10 +3,12 @@ package nats_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,7 +94,7 @@ func TestConformance(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
-		return b, func() herald.Broker {
+		return unreadableAppender{b, jsClient(t, url)}, func() herald.Broker {
 			o, err := nats.Open(ctxT(t), opts)
 			if err != nil {
 				t.Fatalf("Open another: %v", err)
@@ -100,6 +102,24 @@ func TestConformance(t *testing.T) {
 			return o
 		}
 	})
+}
+
+// unreadableAppender is a broker that can also publish, behind its back,
+// a message it cannot read (as a newer version of Herald might), for
+// brokertest.
+type unreadableAppender struct {
+	*nats.Broker
+	js jetstream.JetStream
+}
+
+var _ brokertest.UnreadableAppender = unreadableAppender{}
+
+func (u unreadableAppender) AppendUnreadable(ctx context.Context) (uint64, error) {
+	ack, err := u.js.Publish(ctx, u.Subject("x"), []byte(`{"v":99}`))
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
 }
 
 func rec(data string) herald.Record {
@@ -257,10 +277,15 @@ func TestStreamRecreated(t *testing.T) {
 	if e, got, _ := f.next(t, 3); e != e1 || got[2].Data != "3" {
 		t.Fatalf("followed %q %v, want %q and 3 records", e, got, e1)
 	}
-
+	// The follower stops before the deletion: nats-server 2.9 breaks a
+	// stream recreated while it still removes the old one's files (see
+	// the package doc), and a running follower would recreate it at once.
+	f.cancel()
+	<-f.done
 	if err := jsClient(t, url).DeleteStream(ctxT(t), opts.Stream); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(time.Second) // the server's background removal: nothing to wait on
 	e2, err := b.Append(ctxT(t), []herald.Record{rec("new")})
 	if err != nil {
 		t.Fatalf("Append after the stream was deleted: %v", err)
@@ -271,7 +296,9 @@ func TestStreamRecreated(t *testing.T) {
 	if e, head, err := b.Head(ctxT(t)); err != nil || e != e2 || head != 1 {
 		t.Errorf("Head = %q, %d, %v; want %q, 1", e, head, err, e2)
 	}
-	e, got, lost := f.next(t, 1)
+	// A node that followed the old stream carries on with the epoch and
+	// position it had: it reads the new stream from its start.
+	e, got, lost := follow(t, b, e1, 3).next(t, 1)
 	if e != e2 || got[0].Position != 1 || got[0].Data != "new" || lost {
 		t.Errorf("after the stream was replaced, Follow read %q %+v lost %v; want %q, position 1, %q, not lost", e, got[0], lost, e2, "new")
 	}
@@ -394,6 +421,116 @@ func TestUndecodable(t *testing.T) {
 	_, got, lost := f.next(t, 1)
 	if !lost || got[0].Position != 3 || got[0].Data != "3" {
 		t.Errorf("after an undecodable message: lost %v, %+v; want true, record 3", lost, got[0])
+	}
+}
+
+// A record too large for the server even gzipped is refused as an
+// invalid event, which retrying cannot change, and nothing is appended.
+func TestTooLarge(t *testing.T) {
+	url := servicetest.NATSURL(t)
+	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
+	removeOnCleanup(t, url, opts.Stream)
+	b := open(t, opts)
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxPayload := int(nc.MaxPayload())
+	nc.Close()
+	// Random bytes in base64: gzip cannot shrink them by much.
+	raw := make([]byte, max(2<<20, 2*maxPayload))
+	rand.Read(raw)
+	big := base64.StdEncoding.EncodeToString(raw)
+	for _, recs := range [][]herald.Record{
+		{rec(big)},
+		{rec("small"), rec(big)},
+	} {
+		_, err := b.Append(ctxT(t), recs)
+		if !errors.Is(err, herald.ErrInvalidEvent) || errors.Is(err, herald.ErrBrokerUnavailable) {
+			t.Errorf("Append of %d records, the last of %d bytes, with max_payload %d = %v; want ErrInvalidEvent only", len(recs), len(big), maxPayload, err)
+		}
+	}
+	if _, head, err := b.Head(ctxT(t)); err != nil || head != 0 {
+		t.Errorf("Head after refused appends = %d, %v; want 0: nothing appended", head, err)
+	}
+	// A large record that gzip brings under max_payload is taken.
+	compressible := strings.Repeat("0123456789", max(2<<20, 2*maxPayload)/10)
+	if _, err := b.Append(ctxT(t), []herald.Record{rec(compressible)}); err != nil {
+		t.Fatalf("Append of a compressible record of %d bytes: %v", len(compressible), err)
+	}
+	_, got, _ := follow(t, b, "", 0).next(t, 1)
+	if got[0].Data != compressible {
+		t.Errorf("compressible record read back with %d bytes of data, want %d", len(got[0].Data), len(compressible))
+	}
+}
+
+// A stream emptied by retention or by an operator's purge has a head of 0:
+// a node starting then is in sync at once. A follower that had read less
+// is told, by a batch reaching the old last sequence, that the rest is
+// gone, and carries on with what is appended next.
+func TestHeadOfEmptiedLog(t *testing.T) {
+	url := servicetest.NATSURL(t)
+	for _, c := range []struct {
+		name  string
+		age   time.Duration
+		purge bool
+	}{
+		{"AgedOut", time.Second, false},
+		{"Purged", 0, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			opts := nats.Options{URL: url, Stream: uniqueStream(t), Retention: herald.Retention{MaxAge: c.age}}
+			removeOnCleanup(t, url, opts.Stream)
+			b := open(t, opts)
+			epoch, err := b.Append(ctxT(t), []herald.Record{rec("1"), rec("2"), rec("3")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.purge {
+				s, err := jsClient(t, url).Stream(ctxT(t), opts.Stream)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Purge(ctxT(t)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(wait)
+			for {
+				e, head, err := b.Head(ctxT(t))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e != epoch {
+					t.Fatalf("Head's epoch %q, was %q", e, epoch)
+				}
+				if head == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("Head = %d %v after the stream's messages went", head, wait)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			f := follow(t, b, epoch, 1)
+			select {
+			case bt := <-f.batches:
+				if bt.Epoch != epoch || len(bt.Records) != 0 || !bt.Lost || bt.Through != 3 {
+					t.Errorf("Follow after 1 of an emptied stream read %+v; want no record, lost, through 3", bt)
+				}
+			case <-time.After(wait):
+				t.Fatal("Follow after 1 of an emptied stream said nothing")
+			}
+			if _, err := b.Append(ctxT(t), []herald.Record{rec("4")}); err != nil {
+				t.Fatal(err)
+			}
+			if _, got, lost := f.next(t, 1); lost || got[0].Position != 4 {
+				t.Errorf("then Follow read %v lost %v; want [4], not lost again", positions(got), lost)
+			}
+			if _, head, err := b.Head(ctxT(t)); err != nil || head != 4 {
+				t.Errorf("Head = %d, %v; want 4", head, err)
+			}
+		})
 	}
 }
 

@@ -31,7 +31,8 @@ const headerRoom = 512
 const maxDecoded = 64 << 20
 
 // encode sets m's payload to r, compressed if it would not fit in
-// maxPayload, and fails if it still does not.
+// maxPayload, and fails with an error wrapping [herald.ErrInvalidEvent]
+// if it still does not: no retry can append it.
 func encode(m *natsgo.Msg, r *herald.Record, maxPayload int64) error {
 	m.Data = brokerwire.Encode(nil, r)
 	if int64(len(m.Data)+headerRoom) <= maxPayload {
@@ -42,7 +43,7 @@ func encode(m *natsgo.Msg, r *herald.Record, maxPayload int64) error {
 	zw.Write(m.Data)
 	zw.Close()
 	if size := int64(buf.Len() + headerRoom); size > maxPayload {
-		return fmt.Errorf("nats: a record of %d bytes as JSON, %d compressed, exceeds the server's max_payload of %d", len(m.Data), buf.Len(), maxPayload)
+		return fmt.Errorf("%w: nats: a record of %d bytes as JSON, %d compressed, exceeds the server's max_payload of %d", herald.ErrInvalidEvent, len(m.Data), buf.Len(), maxPayload)
 	}
 	m.Data = buf.Bytes()
 	m.Header.Set(encodingHeader, gzipEncoding)

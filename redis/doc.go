@@ -56,7 +56,14 @@
 // marked [herald.Batch].Lost. This is exact, costs no extra round trip,
 // and also reports an entry this package cannot read (it is skipped and
 // logged, never silently dropped) and a log rolled back by a Redis
-// restart from an older snapshot.
+// restart from an older snapshot. When nothing readable comes after
+// skipped entries, the batch reporting them has no records and its
+// Through is the last one's position, so that a node knows it has read
+// up to the head.
+//
+// Trimming happens on append only, and never removes the newest entry:
+// the head is the last entry the stream holds, however old, and a
+// follower can always read up to it.
 //
 // # Durability and failures
 //

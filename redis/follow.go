@@ -16,7 +16,10 @@ import (
 // abort a blocked read). An entry it cannot read (not written by this
 // package, or by a newer version of it) is logged and skipped, and the
 // batch after it is marked Lost: the events it held are gone for this
-// node.
+// node. When no readable entry follows the skipped ones in what was
+// read, that batch has no records and its Through is the last skipped
+// entry's position, so that the reader knows it has read the log up to
+// its head.
 func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func(herald.Batch) error) error {
 	f := follower{b: b, fn: fn, epoch: epoch, cursor: streamID(after)}
 	return f.run(ctx)
@@ -117,7 +120,10 @@ func (f *follower) read(ctx context.Context, msgs []goredis.XMessage) (replaced 
 		}
 		f.batch.Records = append(f.batch.Records, rec)
 	}
-	return false, f.flush()
+	if err := f.flush(); err != nil {
+		return false, err
+	}
+	return false, f.through()
 }
 
 func (f *follower) decode(m goredis.XMessage, epoch string) (herald.Record, error) {
@@ -145,6 +151,23 @@ func (f *follower) gap() error {
 	err := f.flush()
 	f.lost = true
 	return err
+}
+
+// through reports entries skipped after the last record handed to fn,
+// with no readable one after them: a batch without records, marked Lost,
+// whose Through is the last entry read.
+func (f *follower) through() error {
+	if !f.lost {
+		return nil
+	}
+	p, err := position(f.cursor)
+	if err != nil {
+		// An ID beyond any position (Head fails on it too): the next
+		// readable entry, if any, reports the loss.
+		return nil
+	}
+	f.lost = false
+	return f.fn(herald.Batch{Epoch: f.epoch, Lost: true, Through: p})
 }
 
 func (f *follower) flush() error {

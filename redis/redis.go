@@ -197,6 +197,11 @@ func (b *Broker) fail(ctx context.Context, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return ctxErr
 	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		// The connection's deadline, which go-redis sets from ctx's,
+		// went off before ctx noticed its own.
+		return context.DeadlineExceeded
+	}
 	return fmt.Errorf("%w: %w", herald.ErrBrokerUnavailable, err)
 }
 

@@ -85,8 +85,46 @@ func TestBroker(t *testing.T) {
 	url := servicetest.RedisURL(t)
 	brokertest.Run(t, func(t *testing.T, r herald.Retention) (herald.Broker, func() herald.Broker) {
 		opts := redis.Options{URL: url, Prefix: newPrefix(t, url), Retention: r}
-		return open(t, opts), func() herald.Broker { return open(t, opts) }
+		b := unreadableAppender{open(t, opts), rawClient(t, url), opts.Prefix}
+		return b, func() herald.Broker { return open(t, opts) }
 	})
+}
+
+// unreadableAppender is a broker that can also write, behind its back,
+// an entry it cannot read (as a newer version of Herald might), for
+// brokertest.
+type unreadableAppender struct {
+	*redis.Broker
+	raw    *goredis.Client
+	prefix string
+}
+
+var _ brokertest.UnreadableAppender = unreadableAppender{}
+
+func (u unreadableAppender) AppendUnreadable(ctx context.Context) (uint64, error) {
+	if _, _, err := u.Head(ctx); err != nil { // makes the log if there is none
+		return 0, err
+	}
+	log, epochKey := "{"+u.prefix+"}:log", "{"+u.prefix+"}:epoch"
+	epoch, err := u.raw.Get(ctx, epochKey).Result()
+	if err != nil {
+		return 0, err
+	}
+	prev := "0-0"
+	last, err := u.raw.XRevRangeN(ctx, log, "+", "-", 1).Result()
+	if err != nil {
+		return 0, err
+	}
+	if len(last) > 0 {
+		prev = last[0].ID
+	}
+	// A well-formed entry of the log, whose record is of a version this
+	// one does not read.
+	id, err := u.raw.XAdd(ctx, &goredis.XAddArgs{Stream: log, Values: []any{"e", epoch, "p", prev, "r", `{"v":99}`}}).Result()
+	if err != nil {
+		return 0, err
+	}
+	return redis.Position(id)
 }
 
 func rec(data string) herald.Record {

@@ -21,6 +21,18 @@ import (
 // itself (t.Cleanup).
 type Opener func(t *testing.T, r herald.Retention) (b herald.Broker, another func() herald.Broker)
 
+// UnreadableAppender is what the broker an [Opener] returns may also
+// implement, in the test's own code (by writing to the log behind the
+// broker's back), so that Run checks how it reads entries it cannot
+// decode: written by another program, or by a newer version of Herald
+// during a rolling upgrade. The cases that need it are skipped for a
+// broker without it.
+type UnreadableAppender interface {
+	// AppendUnreadable adds an entry that Follow cannot decode to the end
+	// of the log, and returns its position: the one Head reports next.
+	AppendUnreadable(ctx context.Context) (uint64, error)
+}
+
 // Run checks every promise of [herald.Broker] on brokers made by open.
 func Run(t *testing.T, open Opener) {
 	s := &suite{open: open}
@@ -38,6 +50,9 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentAppendsOneOrder", s.concurrentAppends},
 		{"DuplicateID", s.duplicateID},
 		{"Lost", s.lost},
+		{"FollowReachesHead", s.followReachesHead},
+		{"UnreadableHead", s.unreadableHead},
+		{"UnreadableMiddle", s.unreadableMiddle},
 		{"Nodes", s.nodes},
 	} {
 		t.Run(c.name, c.fn)
@@ -99,37 +114,151 @@ func appendN(t *testing.T, b herald.Broker, n int) (string, []herald.Record) {
 
 var errEnough = errors.New("enough")
 
-// follow reads from after until it has want records or the log is
-// quiet for the timeout, and returns the batches' records and whether any
-// batch reported a loss.
-func follow(t *testing.T, b herald.Broker, epoch string, after uint64, want int) (string, []herald.Record, bool) {
+// reading is what a Follow delivered, checked against the contract as it
+// came.
+type reading struct {
+	epoch   string
+	batches []herald.Batch // copies: fn must not keep b.Records
+	records []herald.Record
+	// reached is the last position read: of the last record, or a
+	// batch's Through beyond it.
+	reached uint64
+	// lost is whether a batch so far reported a loss.
+	lost bool
+}
+
+// add checks bt and adds it to r.
+func (r *reading) add(bt herald.Batch) error {
+	if bt.Epoch == "" {
+		return fmt.Errorf("batch without an epoch: %+v", bt)
+	}
+	if r.epoch != "" && bt.Epoch != r.epoch {
+		return fmt.Errorf("epoch changed from %q to %q while following", r.epoch, bt.Epoch)
+	}
+	if len(bt.Records) == 0 && bt.Through == 0 {
+		return fmt.Errorf("empty batch without Through: %+v", bt)
+	}
+	for _, rec := range bt.Records {
+		if rec.Position <= r.reached {
+			return fmt.Errorf("record at %d after the log was read up to %d", rec.Position, r.reached)
+		}
+		r.reached = rec.Position
+	}
+	if bt.Through != 0 {
+		if bt.Through <= r.reached {
+			return fmt.Errorf("batch's Through %d is not beyond %d, already read (its records: %v)", bt.Through, r.reached, positions(bt.Records))
+		}
+		r.reached = bt.Through
+	}
+	r.epoch = bt.Epoch
+	r.lost = r.lost || bt.Lost
+	bt.Records = slices.Clone(bt.Records)
+	r.batches = append(r.batches, bt)
+	r.records = append(r.records, bt.Records...)
+	return nil
+}
+
+// batchOf returns the index of the batch that delivered the record at
+// position p, -1 if none.
+func (r *reading) batchOf(p uint64) int {
+	return slices.IndexFunc(r.batches, func(bt herald.Batch) bool {
+		return slices.ContainsFunc(bt.Records, func(rec herald.Record) bool { return rec.Position == p })
+	})
+}
+
+// lostWithin reports whether a batch from the i-th to the j-th (included)
+// reported a loss.
+func (r *reading) lostWithin(i, j int) bool {
+	return slices.ContainsFunc(r.batches[i:j+1], func(bt herald.Batch) bool { return bt.Lost })
+}
+
+// missesSilently reports whether the first of recs after position after
+// was not read, and no batch up to the i-th reported a loss.
+func (r *reading) missesSilently(recs []herald.Record, after uint64, i int) bool {
+	k := slices.IndexFunc(recs, func(rec herald.Record) bool { return rec.Position > after })
+	return k >= 0 && r.batchOf(recs[k].Position) < 0 && !r.lostWithin(0, i)
+}
+
+func (r *reading) String() string {
+	var s []string
+	for _, bt := range r.batches {
+		s = append(s, fmt.Sprintf("{records %v lost %v through %d}", positions(bt.Records), bt.Lost, bt.Through))
+	}
+	return fmt.Sprintf("epoch %q, batches %v", r.epoch, s)
+}
+
+// followUntil follows the log from after until done says the reading is
+// complete, and fails the test if it is not within the timeout or a
+// batch breaks the contract.
+func followUntil(t *testing.T, b herald.Broker, epoch string, after uint64, done func(*reading) bool) *reading {
 	t.Helper()
-	var got []herald.Record
-	var lost bool
-	var gotEpoch string
+	r := &reading{reached: after}
 	err := b.Follow(ctxT(t), epoch, after, func(bt herald.Batch) error {
-		if len(bt.Records) == 0 {
-			return fmt.Errorf("empty batch")
+		if r.epoch == "" && bt.Epoch != epoch {
+			r.reached = 0 // reading another log, from its start
 		}
-		if gotEpoch != "" && bt.Epoch != gotEpoch {
-			return fmt.Errorf("epoch changed from %q to %q while following", gotEpoch, bt.Epoch)
+		if err := r.add(bt); err != nil {
+			return err
 		}
-		gotEpoch = bt.Epoch
-		lost = lost || bt.Lost
-		for _, r := range bt.Records {
-			// fn must not keep the batch's slice; the records' own
-			// fields are ours.
-			got = append(got, r)
-		}
-		if len(got) >= want {
+		if done(r) {
 			return errEnough
 		}
 		return nil
 	})
 	if !errors.Is(err, errEnough) {
-		t.Fatalf("Follow(%q, %d) = %v after %d of %d records, want fn's error", epoch, after, err, len(got), want)
+		t.Fatalf("Follow(%q, %d) = %v after reading %v; want fn's error", epoch, after, err, r)
 	}
-	return gotEpoch, got, lost
+	return r
+}
+
+// follow reads from after until it has want records, and returns the
+// batches' records and whether any batch reported a loss.
+func follow(t *testing.T, b herald.Broker, epoch string, after uint64, want int) (string, []herald.Record, bool) {
+	t.Helper()
+	r := followUntil(t, b, epoch, after, func(r *reading) bool { return len(r.records) >= want })
+	return r.epoch, r.records, r.lost
+}
+
+// quietly follows from after for d, and returns what it read, which must
+// be no record: for a log nothing is appended to.
+func quietly(t *testing.T, b herald.Broker, epoch string, after uint64, d time.Duration) *reading {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctxT(t), d)
+	defer cancel()
+	r := &reading{reached: after}
+	err := b.Follow(ctx, epoch, after, func(bt herald.Batch) error {
+		if r.epoch == "" && bt.Epoch != epoch {
+			r.reached = 0
+		}
+		return r.add(bt)
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Follow(%q, %d) = %v after reading %v; want it to go on until its context ends", epoch, after, err, r)
+	}
+	if len(r.records) > 0 {
+		t.Fatalf("Follow(%q, %d) read records of a log nothing was appended to: %v", epoch, after, r)
+	}
+	return r
+}
+
+// reachHead checks the promise a node's sync rests on: Follow reaches
+// the position Head reports, whatever the log holds. It returns Head's
+// epoch and position, and what Follow read (nil if Head is not beyond
+// after: nothing to reach).
+func reachHead(t *testing.T, b herald.Broker, after uint64) (string, uint64, *reading) {
+	t.Helper()
+	epoch, head, err := b.Head(ctxT(t))
+	if err != nil {
+		t.Fatalf("Head: %v", err)
+	}
+	if head <= after {
+		return epoch, head, nil
+	}
+	r := followUntil(t, b, epoch, after, func(r *reading) bool { return r.reached >= head })
+	if r.epoch != epoch {
+		t.Errorf("Head's epoch %q, Follow's %q", epoch, r.epoch)
+	}
+	return epoch, head, r
 }
 
 func positions(recs []herald.Record) []uint64 {
@@ -383,6 +512,190 @@ func (s *suite) lost(t *testing.T) {
 	}
 }
 
+// followReachesHead checks that a follower can always read up to Head,
+// which a node must have done to be in sync: on a log that never had
+// records, on one that has some, and on one whose records all outlived
+// their retention.
+func (s *suite) followReachesHead(t *testing.T) {
+	t.Run("Empty", func(t *testing.T) {
+		b, _ := s.openBroker(t, herald.Retention{})
+		epoch, head, _ := reachHead(t, b, 0)
+		if head != 0 {
+			t.Fatalf("Head of a log that never had records = %d, want 0", head)
+		}
+		if r := quietly(t, b, epoch, 0, 500*time.Millisecond); len(r.batches) > 0 {
+			t.Errorf("Follow of a log that never had records read %v", r)
+		}
+	})
+	t.Run("Records", func(t *testing.T) {
+		b, _ := s.openBroker(t, herald.Retention{})
+		epoch, recs := appendN(t, b, 20)
+		last := recs[len(recs)-1].Position
+		for _, after := range []uint64{0, recs[9].Position, recs[18].Position} {
+			e, head, r := reachHead(t, b, after)
+			if e != epoch || head != last {
+				t.Fatalf("Head = %q, %d; want %q, %d", e, head, epoch, last)
+			}
+			if r.lost || r.records[len(r.records)-1].Position != last {
+				t.Errorf("Follow from %d read %v; want up to the last record, %d, none lost", after, r, last)
+			}
+		}
+		if _, _, r := reachHead(t, b, last); r != nil {
+			t.Errorf("Follow from Head had more to read: %v", r)
+		}
+	})
+	t.Run("AgedOut", func(t *testing.T) {
+		const age = time.Second
+		b, _ := s.openBroker(t, herald.Retention{MaxAge: age})
+		epoch, recs := appendN(t, b, 3)
+		last := recs[2].Position
+		// A broker may remove records as soon as they are older than
+		// MaxAge, or only when something makes it look (Redis trims on
+		// append), or never (MemoryBroker has no age limit). Either way
+		// Head must be reachable.
+		deadline := time.Now().Add(3 * age)
+		var head uint64
+		for {
+			var err error
+			_, head, err = b.Head(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if head == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if head != 0 && head != last {
+			t.Fatalf("Head of a log whose last record is at %d = %d; want that, or 0 once retention removed them all", last, head)
+		}
+		emptied := head == 0
+		t.Logf("records older than MaxAge: Head %d (emptied: %v)", head, emptied)
+		for _, after := range []uint64{0, recs[0].Position, last} {
+			e, head, r := reachHead(t, b, after)
+			if e != epoch {
+				t.Fatalf("Head's epoch %q, was %q", e, epoch)
+			}
+			if head == 0 {
+				// Nothing to reach; a follower may be told what it
+				// missed, but must not be handed a removed record.
+				quietly(t, b, epoch, after, 500*time.Millisecond)
+			} else if r != nil && r.missesSilently(recs, after, len(r.batches)-1) {
+				t.Errorf("Follow from %d read %v: it misses records without reporting them lost", after, r)
+			}
+		}
+
+		// And when the log gets a record again, followers reach it,
+		// told of what they missed.
+		_, more := appendN(t, b, 1)
+		for _, after := range []uint64{0, recs[0].Position, last} {
+			e, head, r := reachHead(t, b, after)
+			if e != epoch || head != more[0].Position && head != 0 {
+				t.Fatalf("Head = %q, %d; want %q, %d (or 0 if it aged out already)", e, head, epoch, more[0].Position)
+			}
+			if r == nil {
+				continue // aged out already: nothing to reach
+			}
+			i := r.batchOf(more[0].Position)
+			if i < 0 {
+				// Only if it aged out before Follow could read it.
+				if !r.lost {
+					t.Errorf("Follow from %d read %v: neither the new record at %d nor a loss", after, r, more[0].Position)
+				}
+				continue
+			}
+			if emptied && after < last && !r.lostWithin(0, i) {
+				t.Errorf("Follow from %d of a log emptied by retention read %v: the loss before %d not reported", after, r, more[0].Position)
+			}
+			if r.missesSilently(recs, after, i) {
+				t.Errorf("Follow from %d read %v: it misses records without reporting them lost", after, r)
+			}
+		}
+	})
+}
+
+// unreadable returns b as an UnreadableAppender, or skips the test.
+func unreadable(t *testing.T, b herald.Broker) UnreadableAppender {
+	t.Helper()
+	ua, ok := b.(UnreadableAppender)
+	if !ok {
+		t.Skip("the opener's broker cannot write an unreadable entry (brokertest.UnreadableAppender)")
+	}
+	return ua
+}
+
+// unreadableHead checks that a follower reaches Head when the newest
+// entry of the log is one it cannot read, as when a node of a newer
+// version appended it during a rolling upgrade: it is told by a batch
+// whose Through reaches it, marked lost.
+func (s *suite) unreadableHead(t *testing.T) {
+	b, _ := s.openBroker(t, herald.Retention{})
+	ua := unreadable(t, b)
+	epoch, good := appendN(t, b, 1)
+	bad, err := ua.AppendUnreadable(ctxT(t))
+	if err != nil {
+		t.Fatalf("AppendUnreadable: %v", err)
+	}
+	if bad <= good[0].Position {
+		t.Fatalf("unreadable entry at %d, after a record at %d", bad, good[0].Position)
+	}
+	e, head, r := reachHead(t, b, 0)
+	if e != epoch || head != bad {
+		t.Fatalf("Head = %q, %d; want %q and the unreadable entry's position, %d", e, head, epoch, bad)
+	}
+	i := r.batchOf(good[0].Position)
+	if len(r.records) != 1 || i < 0 || r.batches[i].Lost {
+		t.Fatalf("Follow read %v; want the readable record at %d, not lost", r, good[0].Position)
+	}
+	if i == len(r.batches)-1 || !r.lostWithin(i+1, len(r.batches)-1) {
+		t.Errorf("Follow read %v; want a batch after the record's, reaching %d, marked lost", r, bad)
+	}
+
+	// A follower that had read the readable record.
+	_, _, r = reachHead(t, b, good[0].Position)
+	if len(r.records) != 0 || !r.lost {
+		t.Errorf("Follow after the readable record read %v; want no record, and the unreadable one reported lost", r)
+	}
+
+	// A follower that had read up to the unreadable entry goes on from
+	// there, with nothing lost.
+	_, next := appendN(t, b, 1)
+	r = followUntil(t, b, epoch, bad, func(r *reading) bool { return len(r.records) > 0 })
+	if r.lost || r.records[0].Position != next[0].Position || r.records[0].Data != next[0].Data {
+		t.Errorf("Follow after the unreadable entry read %v; want the record appended after it, %d, not lost", r, next[0].Position)
+	}
+}
+
+// unreadableMiddle checks that an entry a follower cannot read, between
+// two it can, is reported lost between them.
+func (s *suite) unreadableMiddle(t *testing.T) {
+	b, _ := s.openBroker(t, herald.Retention{})
+	ua := unreadable(t, b)
+	epoch, first := appendN(t, b, 1)
+	bad, err := ua.AppendUnreadable(ctxT(t))
+	if err != nil {
+		t.Fatalf("AppendUnreadable: %v", err)
+	}
+	_, second := appendN(t, b, 1)
+	if !(first[0].Position < bad && bad < second[0].Position) {
+		t.Fatalf("positions %d, %d (unreadable), %d: want increasing", first[0].Position, bad, second[0].Position)
+	}
+	e, head, r := reachHead(t, b, 0)
+	if e != epoch || head != second[0].Position {
+		t.Fatalf("Head = %q, %d; want %q, %d", e, head, epoch, second[0].Position)
+	}
+	i, j := r.batchOf(first[0].Position), r.batchOf(second[0].Position)
+	if len(r.records) != 2 || i < 0 || j < 0 || r.batches[i].Lost {
+		t.Fatalf("Follow read %v; want the two readable records, the first not lost", r)
+	}
+	if !r.lostWithin(i+1, j) {
+		t.Errorf("Follow read %v; want the unreadable entry at %d reported lost, at the latest with the record after it", r, bad)
+	}
+	if r.records[1].Data != second[0].Data {
+		t.Errorf("record after the unreadable entry: %q, want %q", r.records[1].Data, second[0].Data)
+	}
+}
+
 func (s *suite) nodes(t *testing.T) {
 	b, another := s.openBroker(t, herald.Retention{})
 	o := another()
@@ -424,7 +737,11 @@ func BenchAppendFollow(b *testing.B, br herald.Broker) {
 	done := make(chan error, 1)
 	go func() {
 		done <- br.Follow(ctx, epoch, head, func(bt herald.Batch) error {
-			got <- bt.Records[len(bt.Records)-1].Position
+			p := bt.Through
+			if len(bt.Records) > 0 {
+				p = max(p, bt.Records[len(bt.Records)-1].Position)
+			}
+			got <- p
 			return nil
 		})
 	}()
