@@ -415,36 +415,65 @@ func (b *Broker) Append(ctx context.Context, recs []herald.Record) (string, erro
 	}
 	var appended []herald.Record
 	defer func() { b.index(ctx, epoch, appended) }()
-	for i, m := range msgs {
-		ack, err := b.publish(ctx, m)
-		if err != nil {
-			if i > 0 && errors.Is(err, herald.ErrInvalidEvent) {
-				// Not "nothing appended", which ErrInvalidEvent says.
-				return "", fmt.Errorf("%w: nats: record %d of the batch refused after the ones before it were appended: %v", herald.ErrBrokerUnavailable, i+1, err)
-			}
-			return "", err
-		}
+	accept := func(i int, ack *jetstream.PubAck) error {
 		if ack.Duplicate {
-			return "", fmt.Errorf("%w: %q, at position %d, within the last %v", herald.ErrDuplicateID, recs[i].ID, ack.Sequence, b.opts.DuplicateWindow)
+			return fmt.Errorf("%w: %q, at position %d, within the last %v", herald.ErrDuplicateID, recs[i].ID, ack.Sequence, b.opts.DuplicateWindow)
 		}
 		if ack.Sequence <= last {
 			// Sequences only grow in a stream: this one is a new stream,
 			// which its epoch must say.
 			info, err := b.info(ctx)
 			if err != nil {
-				return "", err
+				return err
 			}
 			if e := epochOf(info); e != epoch {
 				if i > 0 {
-					return "", fmt.Errorf("%w: nats: the stream was replaced during the append", herald.ErrBrokerUnavailable)
+					return fmt.Errorf("%w: nats: the stream was replaced during the append", herald.ErrBrokerUnavailable)
 				}
 				epoch = e
 			}
-			last = 0
 		}
+		last = ack.Sequence
 		recs[i].Position = ack.Sequence
 		if recs[i].ID != "" {
 			appended = append(appended, recs[i])
+		}
+		return nil
+	}
+	// The first record alone: its publish checks its ID atomically and
+	// finds the stream (creating it again if it went missing).
+	ack, err := b.publish(ctx, msgs[0])
+	if err != nil {
+		return "", err
+	}
+	if err := accept(0, ack); err != nil {
+		return "", err
+	}
+	if len(msgs) == 1 {
+		return epoch, nil
+	}
+	// The rest pipelined: one connection delivers them in order, so the
+	// stream stores them in order, without a round trip each.
+	octx, cancel := b.opCtx(ctx)
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs)-1)
+	for _, m := range msgs[1:] {
+		f, err := b.js.PublishMsgAsync(m, jetstream.WithExpectStream(b.opts.Stream))
+		if err != nil {
+			return "", b.fail(ctx, "publish", err)
+		}
+		futures = append(futures, f)
+	}
+	for j, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if err := accept(j+1, ack); err != nil {
+				return "", err
+			}
+		case err := <-f.Err():
+			return "", b.fail(ctx, "publish", err)
+		case <-octx.Done():
+			return "", b.fail(ctx, "publish", octx.Err())
 		}
 	}
 	return epoch, nil
