@@ -48,3 +48,29 @@ func ExampleParseSelector() {
 	// orders/42 matches orders/42: true
 	// error: invalid topic selector: empty topic
 }
+
+// Two hubs sharing a broker are the nodes of one cluster: an event
+// published through one is delivered by both, with the same ID. A real
+// cluster uses the redis or nats package's Broker the same way.
+func ExampleMemoryBroker() {
+	broker := &herald.MemoryBroker{}
+	a := &herald.Hub{Broker: broker, NodeID: "a"}
+	b := &herald.Hub{Broker: broker, NodeID: "b"}
+	defer a.Close()
+	defer b.Close()
+
+	sub, _ := b.Subscribe(herald.Topic("news"))
+	defer sub.Close()
+	ids, _ := a.Publish(herald.Event{Topics: []string{"news"}, ID: "n1", Data: "through a"})
+
+	<-sub.Ready() // delivered once node b has read it from the log
+	for _, frame := range sub.Drain(nil) {
+		os.Stdout.Write(frame)
+	}
+	fmt.Println("published as", ids[0])
+	// Output:
+	// id: n1
+	// data: through a
+	//
+	// published as n1
+}
