@@ -28,6 +28,7 @@ import (
 	heraldredis "github.com/herald-sse/herald/redis"
 	"github.com/herald-sse/herald/sse"
 	"github.com/herald-sse/herald/web"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -371,6 +372,9 @@ func openBroker(ctx context.Context, logger *slog.Logger, redisURL, redisPrefix,
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if redisURL != "" {
+		// go-redis reports each failed dial on its own logger; the
+		// broker's errors already say it, once per outage.
+		goredis.SetLogger(redisClientLog{logger})
 		b, err := heraldredis.Open(octx, heraldredis.Options{URL: redisURL, Prefix: redisPrefix, Retention: retention, Logger: logger})
 		if err != nil {
 			return nil, nil, fmt.Errorf("--redis-url: %w", err)
@@ -382,6 +386,13 @@ func openBroker(ctx context.Context, logger *slog.Logger, redisURL, redisPrefix,
 		return nil, nil, fmt.Errorf("--nats-url: %w", err)
 	}
 	return b, []any{"store", "nats", "stream", natsStream}, nil
+}
+
+// redisClientLog sends go-redis's own messages to the debug log.
+type redisClientLog struct{ l *slog.Logger }
+
+func (r redisClientLog) Printf(ctx context.Context, format string, v ...any) {
+	r.l.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
 // isSet reports whether flag name was given, on the command line or by
