@@ -263,7 +263,7 @@ func TestOutage(t *testing.T) {
 }
 
 // Deleting the stream loses the log: a new one starts with a new epoch,
-// and a running Follow moves to it.
+// and a node that followed the old one reads the new one from its start.
 func TestStreamRecreated(t *testing.T) {
 	url := servicetest.NATSURL(t)
 	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
