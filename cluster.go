@@ -61,6 +61,7 @@ type clusterState struct {
 	followErr      error     // why the last Follow failed, until it reads again
 	probeErr       error     // why the last status call failed
 	followingSince time.Time // when the running Follow started; zero when none runs
+	hasRead        bool      // a Follow has read, or run healthily: until then the node is not ready
 }
 
 func (h *Hub) startCluster() {
@@ -124,7 +125,9 @@ func (c *clusterState) brokerErrLocked() error {
 const followHealthy = 500 * time.Millisecond
 
 func (c *clusterState) followHealthyLocked() bool {
-	return !c.followingSince.IsZero() && time.Since(c.followingSince) > followHealthy
+	healthy := !c.followingSince.IsZero() && time.Since(c.followingSince) > followHealthy
+	c.hasRead = c.hasRead || healthy
+	return healthy
 }
 
 // following records whether a Follow is running.
@@ -244,6 +247,9 @@ func (c *clusterState) apply(h *Hub, b Batch) error {
 	c.checkSyncedLocked()
 	close(c.applied)
 	c.applied = make(chan struct{})
+	c.mu.Lock()
+	c.hasRead = true
+	c.mu.Unlock()
 	c.setErr(&c.followErr, nil) // a batch read is proof enough
 	return nil
 }
@@ -439,7 +445,13 @@ func (h *Hub) Ready() error {
 	}
 	c.mu.Lock()
 	err := c.brokerErrLocked()
+	reading := c.hasRead || c.followHealthyLocked()
 	c.mu.Unlock()
+	if err == nil && !reading {
+		// In sync by the log's head, but the follower has not shown yet
+		// that it can read the log (a quiet log proves it only by time).
+		return ErrNotSynced
+	}
 	if err != nil && !errors.Is(err, ErrBrokerUnavailable) {
 		err = fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
 	}

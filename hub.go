@@ -174,7 +174,7 @@ type SubscribeOptions struct {
 	ConnectionID string
 	// Context, if set, bounds how long a clustered hub may make the
 	// subscription wait (for the node to read the shared log far enough
-	// to place it); the wait is never longer than 10 s.
+	// to place it); the wait is never longer than the hub's SyncWait.
 	Context context.Context
 	// Wake, if set, replaces the Ready and Done channels: the hub calls it
 	// when the queue turns non-empty and when the subscriber is removed

@@ -87,7 +87,7 @@ func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func
 				return err
 			}
 		}
-		err = b.consume(ctx, &c, fn)
+		err = b.consume(ctx, &c, fn, info.State.LastSeq)
 		if !errors.Is(err, errReopen) {
 			return err
 		}
@@ -103,7 +103,8 @@ func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func
 }
 
 // consume reads the stream from c with one consumer until it fails.
-func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) error) error {
+// lastSeq is the stream's last sequence before the consumer was made.
+func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) error, lastSeq uint64) error {
 	// Listening before the consumer exists, so no change is missed.
 	status := b.nc.StatusChanged(natsgo.CONNECTED, natsgo.DISCONNECTED, natsgo.RECONNECTING, natsgo.CLOSED)
 	defer b.nc.RemoveStatusListener(status)
@@ -138,6 +139,15 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 			cancel()
 		}
 	}()
+	if cons.CachedInfo().NumPending == 0 && lastSeq > c.read {
+		// Nothing to deliver up to lastSeq, which Head reports: the
+		// newest messages were removed (a subject purged, a message
+		// deleted). Said, so a node can count itself at the head.
+		c.read, c.lost = lastSeq, false
+		if err := fn(herald.Batch{Epoch: c.epoch, Lost: true, Through: lastSeq}); err != nil {
+			return err
+		}
+	}
 
 	// The consumer's messages and errors come from its goroutine; this
 	// one makes batches of them and calls fn, so fn's pace sets the pace
@@ -223,6 +233,17 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 		c.lost = false
 		return fn(herald.Batch{Epoch: c.epoch, Lost: true, Through: c.read})
 	}
+	// atTail notes, once the consumer has nothing more pending, that the
+	// messages up to lastSeq it will never deliver were removed (the
+	// newest deleted or purged), so that fn learns it has read up to
+	// what Head reports.
+	atTail := func(pending uint64) error {
+		if pending != 0 || lastSeq <= c.read {
+			return nil
+		}
+		c.read = lastSeq
+		return lose()
+	}
 	// take adds m to recs, or reports that the consumer missed a message.
 	take := func(m jetstream.Msg) error {
 		meta, err := m.Metadata()
@@ -251,14 +272,17 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 			}
 			b.log.Log(ctx, level, "nats: skipping a message Herald cannot read; followers report it as lost",
 				"seq", seq, "subject", m.Subject(), "err", err)
-			return lose()
+			if err := lose(); err != nil {
+				return err
+			}
+			return atTail(meta.NumPending)
 		}
 		r.Position = seq
 		if len(recs) == 0 {
 			recsLost, c.lost = c.lost, false
 		}
 		recs = append(recs, r)
-		return nil
+		return atTail(meta.NumPending)
 	}
 	for {
 		var stop error

@@ -452,8 +452,23 @@ func (b *Broker) Append(ctx context.Context, recs []herald.Record) (string, erro
 	if len(msgs) == 1 {
 		return epoch, nil
 	}
-	// The rest pipelined: one connection delivers them in order, so the
-	// stream stores them in order, without a round trip each.
+	if slices.ContainsFunc(recs[1:], func(r herald.Record) bool { return r.ID != "" }) {
+		// Each waits for the one before: a duplicate found by the
+		// server stops the batch there, before the records after it.
+		for i, m := range msgs[1:] {
+			ack, err := b.publish(ctx, m)
+			if err != nil {
+				return "", fmt.Errorf("%w: nats: record %d of the batch, after the ones before it were appended: %v", herald.ErrBrokerUnavailable, i+2, err)
+			}
+			if err := accept(i+1, ack); err != nil {
+				return "", err
+			}
+		}
+		return epoch, nil
+	}
+	// The rest, without IDs, pipelined: one connection delivers them in
+	// order, so the stream stores them in order, without a round trip
+	// each.
 	octx, cancel := b.opCtx(ctx)
 	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs)-1)

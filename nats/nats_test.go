@@ -534,6 +534,96 @@ func TestHeadOfEmptiedLog(t *testing.T) {
 	}
 }
 
+// The newest message removed while older ones stay: Head still names it,
+// and a Follow reaches it (with the loss said), so a node can get in sync.
+func TestNewestMessageDeleted(t *testing.T) {
+	url := servicetest.NATSURL(t)
+	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
+	removeOnCleanup(t, url, opts.Stream)
+	b := open(t, opts)
+	epoch, err := b.Append(ctxT(t), []herald.Record{rec("1"), rec("2"), rec("3")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := jsClient(t, url).Stream(ctxT(t), opts.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMsg(ctxT(t), 3); err != nil {
+		t.Fatal(err)
+	}
+	_, head, err := b.Head(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := follow(t, b, epoch, 0)
+	var read uint64
+	timeout := time.After(wait)
+	for read < head {
+		select {
+		case bt := <-f.batches:
+			for _, r := range bt.Records {
+				read = max(read, r.Position)
+			}
+			if bt.Through > 0 {
+				if !bt.Lost {
+					t.Errorf("a batch through deleted message %d does not say it is lost", bt.Through)
+				}
+				read = max(read, bt.Through)
+			}
+		case <-timeout:
+			t.Fatalf("Follow from 0 read up to %d, never reaching Head's %d", read, head)
+		}
+	}
+}
+
+// A duplicate in the middle of a batch stops it there: the records after
+// it are not appended.
+func TestDuplicateMidBatchStopsThere(t *testing.T) {
+	url := servicetest.NATSURL(t)
+	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
+	removeOnCleanup(t, url, opts.Stream)
+	b := open(t, opts)
+	if _, err := b.Append(ctxT(t), []herald.Record{{ID: "x", Topics: []string{"t"}, Time: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	// Forget x's entry in the ID index, as a connection lost between an
+	// acknowledgement and its index write would: only the server's
+	// duplicate window knows it now.
+	kv, err := jsClient(t, url).KeyValue(ctxT(t), opts.Stream+"_ids")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.Keys(ctxT(t))
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("ID index keys %v, %v; want x's only", keys, err)
+	}
+	if err := kv.Purge(ctxT(t), keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	batch := []herald.Record{rec("y"), {ID: "x", Topics: []string{"t"}, Time: time.Now()}, rec("z")}
+	if _, err := b.Append(ctxT(t), batch); !errors.Is(err, herald.ErrDuplicateID) {
+		t.Fatalf("batch with a duplicate in the middle = %v, want ErrDuplicateID", err)
+	}
+	// The log as it stands: z is not in it, wherever the duplicate was
+	// caught (by the ID index before anything, or by the server after y).
+	_, head, err := b.Head(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := follow(t, b, "", 0)
+	var got []herald.Record
+	for len(got) == 0 || got[len(got)-1].Position < head {
+		_, recs, _ := f.next(t, 1)
+		got = append(got, recs...)
+	}
+	for _, r := range got {
+		if r.Data == "z" {
+			t.Errorf("record z, after the refused duplicate, was appended: log %v", positions(got))
+		}
+	}
+}
+
 // One record appended, then waited for until a Follow delivers it: the
 // latency of a publish through the broker.
 //

@@ -139,7 +139,7 @@ if answers 127.0.0.1 6379 PING +PONG; then
 	log "redis: answering on 127.0.0.1:6379"
 else
 	log "redis: starting redis-server on 127.0.0.1:6379"
-	as_root redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+	redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
 		--dir /tmp --logfile /tmp/herald-test-redis.log
 	wait_answers redis 127.0.0.1 6379 PING +PONG
 fi
@@ -150,7 +150,11 @@ if [[ -z $nats_bin ]]; then
 	nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
 fi
 if answers 127.0.0.1 4222 "" INFO; then
-	log "nats: answering on 127.0.0.1:4222"
+	# Debian's packaged service, started by its install on a machine with
+	# systemd, has no JetStream: the tests cannot use that one.
+	timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222 && read -r -t 2 line <&3 && [[ $line == *\"jetstream\":true* ]]' ||
+		die "a NATS server answers on 127.0.0.1:4222 without JetStream (Debian's nats-server.service?): stop it, or start it with -js"
+	log "nats: answering on 127.0.0.1:4222, with JetStream"
 else
 	log "nats: starting nats-server with JetStream on 127.0.0.1:4222"
 	mkdir -p /tmp/herald-test-nats
