@@ -207,7 +207,9 @@ func Open(ctx context.Context, opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("%w: nats: connect to %s: %w", herald.ErrBrokerUnavailable, opts.URL, err)
 	}
 	b.nc = nc
-	b.js, err = jetstream.New(nc, jetstream.WithDefaultTimeout(opts.Timeout), jetstream.WithPublishAsyncTimeout(opts.Timeout))
+	b.js, err = jetstream.New(nc, jetstream.WithDefaultTimeout(opts.Timeout), jetstream.WithPublishAsyncTimeout(opts.Timeout),
+		// Room for many pipelined batches at once (Append).
+		jetstream.WithPublishAsyncMaxPending(asyncMaxPending))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("nats: %w", err)
@@ -373,6 +375,9 @@ func idKey(id string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
+// asyncMaxPending bounds the records being pipelined by all Appends.
+const asyncMaxPending = 16384
+
 // Append implements [herald.Broker]. See the package documentation for
 // the duplicate window and what a batch that fails midway leaves.
 func (b *Broker) Append(ctx context.Context, recs []herald.Record) (string, error) {
@@ -473,7 +478,10 @@ func (b *Broker) Append(ctx context.Context, recs []herald.Record) (string, erro
 	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs)-1)
 	for _, m := range msgs[1:] {
-		f, err := b.js.PublishMsgAsync(m, jetstream.WithExpectStream(b.opts.Stream))
+		// Past asyncMaxPending in flight (many large batches at once),
+		// wait for room as long as for an acknowledgement, not the
+		// client's default 200 ms.
+		f, err := b.js.PublishMsgAsync(m, jetstream.WithExpectStream(b.opts.Stream), jetstream.WithStallWait(b.opts.Timeout))
 		if err != nil {
 			return "", b.fail(ctx, "publish", err)
 		}
