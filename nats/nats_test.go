@@ -51,6 +51,16 @@ func open(t testing.TB, opts nats.Options) *nats.Broker {
 
 // jsClient is a JetStream client of the test's, to do what an operator
 // would.
+// openShared opens a broker on a stream of its own on the shared server,
+// removed after the test.
+func openShared(t testing.TB) (*nats.Broker, string, nats.Options) {
+	t.Helper()
+	url := servicetest.NATSURL(t)
+	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
+	removeOnCleanup(t, url, opts.Stream)
+	return open(t, opts), url, opts
+}
+
 func jsClient(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
 	nc, err := natsgo.Connect(url)
@@ -265,10 +275,7 @@ func TestOutage(t *testing.T) {
 // Deleting the stream loses the log: a new one starts with a new epoch,
 // and a node that followed the old one reads the new one from its start.
 func TestStreamRecreated(t *testing.T) {
-	url := servicetest.NATSURL(t)
-	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
-	removeOnCleanup(t, url, opts.Stream)
-	b := open(t, opts)
+	b, url, opts := openShared(t)
 	e1, err := b.Append(ctxT(t), []herald.Record{rec("1"), rec("2"), rec("3")})
 	if err != nil {
 		t.Fatal(err)
@@ -306,10 +313,7 @@ func TestStreamRecreated(t *testing.T) {
 
 // Close ends a running Follow, and every call after it fails.
 func TestClose(t *testing.T) {
-	url := servicetest.NATSURL(t)
-	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
-	removeOnCleanup(t, url, opts.Stream)
-	b := open(t, opts)
+	b, _, _ := openShared(t)
 	f := follow(t, b, "", 0)
 	if _, err := b.Append(ctxT(t), []herald.Record{rec("1")}); err != nil {
 		t.Fatal(err)
@@ -340,10 +344,7 @@ func TestClose(t *testing.T) {
 // A consumer deleted under a Follow (by an operator, or a server that
 // restarted) is replaced where it stood: nothing lost, nothing repeated.
 func TestConsumerDeleted(t *testing.T) {
-	url := servicetest.NATSURL(t)
-	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
-	removeOnCleanup(t, url, opts.Stream)
-	b := open(t, opts)
+	b, url, opts := openShared(t)
 	f := follow(t, b, "", 0)
 	if _, err := b.Append(ctxT(t), []herald.Record{rec("1")}); err != nil {
 		t.Fatal(err)
@@ -375,10 +376,7 @@ func TestConsumerDeleted(t *testing.T) {
 
 // Records land on per-topic subjects, so NATS tools can filter by topic.
 func TestSubjects(t *testing.T) {
-	url := servicetest.NATSURL(t)
-	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
-	removeOnCleanup(t, url, opts.Stream)
-	b := open(t, opts)
+	b, url, opts := openShared(t)
 	long := string(make([]byte, 300))
 	topics := []string{"orders", "a.b", "*", ">", "with space", "é", long}
 	for _, topic := range topics {
@@ -403,10 +401,7 @@ func TestSubjects(t *testing.T) {
 
 // An undecodable message is skipped and reported as lost, not hidden.
 func TestUndecodable(t *testing.T) {
-	url := servicetest.NATSURL(t)
-	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
-	removeOnCleanup(t, url, opts.Stream)
-	b := open(t, opts)
+	b, url, _ := openShared(t)
 	epoch, err := b.Append(ctxT(t), []herald.Record{rec("1")})
 	if err != nil {
 		t.Fatal(err)
@@ -427,10 +422,7 @@ func TestUndecodable(t *testing.T) {
 // A record too large for the server even gzipped is refused as an
 // invalid event, which retrying cannot change, and nothing is appended.
 func TestTooLarge(t *testing.T) {
-	url := servicetest.NATSURL(t)
-	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
-	removeOnCleanup(t, url, opts.Stream)
-	b := open(t, opts)
+	b, url, _ := openShared(t)
 	nc, err := natsgo.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -537,10 +529,7 @@ func TestHeadOfEmptiedLog(t *testing.T) {
 // The newest message removed while older ones stay: Head still names it,
 // and a Follow reaches it (with the loss said), so a node can get in sync.
 func TestNewestMessageDeleted(t *testing.T) {
-	url := servicetest.NATSURL(t)
-	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
-	removeOnCleanup(t, url, opts.Stream)
-	b := open(t, opts)
+	b, url, opts := openShared(t)
 	epoch, err := b.Append(ctxT(t), []herald.Record{rec("1"), rec("2"), rec("3")})
 	if err != nil {
 		t.Fatal(err)
@@ -580,10 +569,7 @@ func TestNewestMessageDeleted(t *testing.T) {
 // A duplicate in the middle of a batch stops it there: the records after
 // it are not appended.
 func TestDuplicateMidBatchStopsThere(t *testing.T) {
-	url := servicetest.NATSURL(t)
-	opts := nats.Options{URL: url, Stream: uniqueStream(t)}
-	removeOnCleanup(t, url, opts.Stream)
-	b := open(t, opts)
+	b, url, opts := openShared(t)
 	if _, err := b.Append(ctxT(t), []herald.Record{{ID: "x", Topics: []string{"t"}, Time: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
@@ -629,10 +615,8 @@ func TestDuplicateMidBatchStopsThere(t *testing.T) {
 //
 //	HERALD_TEST_NATS_URL=nats://127.0.0.1:4222 go test -run '^$' -bench BenchmarkAppendFollow ./nats/
 func BenchmarkAppendFollow(b *testing.B) {
-	url := servicetest.NATSURL(b)
-	opts := nats.Options{URL: url, Stream: uniqueStream(b)}
-	removeOnCleanup(b, url, opts.Stream)
-	brokertest.BenchAppendFollow(b, open(b, opts))
+	br, _, _ := openShared(b)
+	brokertest.BenchAppendFollow(b, br)
 }
 
 func ExampleOpen() {
