@@ -141,6 +141,10 @@ type clusterRun struct {
 	// the retry could publish it twice.
 	idFor func(k int) string
 
+	// failOnly503, if set, requires every failed publish to be a 503
+	// with a JSON error: the nodes are up, only the broker is not.
+	failOnly503 bool
+
 	acked     sync.Map // k → true: publishes acknowledged
 	failures  atomic.Int64
 	failedCh  chan struct{} // one signal per failed publish attempt, never blocking
@@ -299,10 +303,16 @@ func (r *clusterRun) publish(ctx context.Context, k int, id string, topics []str
 		}
 		resp, err := r.client.Post(n.url+"/publish", "application/json", bytes.NewReader(body))
 		status := 0
+		var answer struct{ Error string }
 		if err == nil {
+			json.NewDecoder(resp.Body).Decode(&answer)
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			status = resp.StatusCode
+		}
+		if r.failOnly503 && status != http.StatusOK && status != http.StatusConflict &&
+			(status != http.StatusServiceUnavailable || answer.Error == "") {
+			r.t.Errorf("publishing event %d through %s: %d %q, %v; want 503 with an error", k, n.name, status, answer.Error, err)
 		}
 		switch {
 		case status == http.StatusOK, status == http.StatusConflict && attempt > 0 && id != "":

@@ -135,6 +135,7 @@ func testCluster(t *testing.T, b clusterBroker) {
 		flags, srv := b.private(t)
 		nodes := startCluster(t, flags)
 		r := newClusterRun(t, nodes, clusterSubscribers, clusterEvents)
+		r.failOnly503 = true
 		r.midRun = func() {
 			srv.Stop()
 			// Down until publishers have been refused a few times, and
