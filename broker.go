@@ -40,7 +40,8 @@ type Broker interface {
 	// If the log's epoch is not epoch (the log was replaced or wiped, or
 	// epoch is empty), Follow reads from the start of the log. Records
 	// removed by retention before Follow could read them are reported by
-	// [Batch].Lost. fn must not keep b.Records.
+	// [Batch].Lost. fn must not keep b.Records, but may keep the
+	// records' own slices (Topics, recipients): they are never reused.
 	Follow(ctx context.Context, epoch string, after uint64, fn func(b Batch) error) error
 	// Head returns the log's epoch and the position of its last record,
 	// 0 if it holds none (never had any, or retention removed them

@@ -47,7 +47,6 @@ type clusterState struct {
 	synced chan struct{} // closed once the node has read the log up to its head at start
 
 	// Guarded by the hub's mu.
-	isSynced    bool
 	target      uint64 // the log's head at start, in targetEpoch
 	targetEpoch string
 	through     uint64        // read up to here: the copy's head, or past it when the newest entries were unreadable
@@ -173,9 +172,8 @@ func (c *clusterState) follow(h *Hub) {
 				continue
 			}
 			h.mu.Lock()
-			if c.mirror.Head() == 0 && c.mirror.Epoch() != epoch {
-				c.mirror.adopt(epoch)
-				h.idPrefix = epoch + "-"
+			if c.readLocked() == 0 && c.mirror.Epoch() != epoch {
+				c.adoptLocked(h, epoch)
 			}
 			c.target, c.targetEpoch, haveTarget = head, epoch, true
 			c.checkSyncedLocked()
@@ -212,12 +210,10 @@ func (c *clusterState) apply(h *Hub, b Batch) error {
 		return ErrHubClosed
 	}
 	if b.Epoch != c.mirror.Epoch() {
-		if c.isSynced {
+		if c.isSynced() {
 			c.resyncLocked(h, "the shared log was replaced (its epoch changed): what it held is gone", "from", c.mirror.Epoch(), "to", b.Epoch)
 		}
-		c.mirror.adopt(b.Epoch)
-		c.through = 0
-		h.idPrefix = b.Epoch + "-"
+		c.adoptLocked(h, b.Epoch)
 	}
 	recs := b.Records
 	read := c.readLocked()
@@ -235,7 +231,7 @@ func (c *clusterState) apply(h *Hub, b Batch) error {
 			upTo = recs[0].Position - 1
 		}
 		c.mirror.markLost(upTo)
-		if c.isSynced {
+		if c.isSynced() {
 			c.resyncLocked(h, "events of the shared log were removed by retention before this node read them, or cannot be read by it")
 		}
 	}
@@ -254,6 +250,25 @@ func (c *clusterState) apply(h *Hub, b Batch) error {
 	return nil
 }
 
+// adoptLocked makes the node's copy an empty one of the log with epoch:
+// IDs are made of it from now on. h.mu must be held.
+func (c *clusterState) adoptLocked(h *Hub, epoch string) {
+	c.mirror.adopt(epoch)
+	c.through = 0
+	h.idPrefix = epoch + "-"
+}
+
+// isSynced reports whether the node has read the log as far as it stood
+// at start.
+func (c *clusterState) isSynced() bool {
+	select {
+	case <-c.synced:
+		return true
+	default:
+		return false
+	}
+}
+
 // resyncLocked ends every stream of a node that lost its place in the
 // log: the clients reconnect, and resuming tells them what is gone
 // instead of this node hiding a gap. h.mu must be held.
@@ -268,13 +283,12 @@ func (c *clusterState) resyncLocked(h *Hub, why string, args ...any) {
 // checkSyncedLocked marks the node in sync once it has read the log up to
 // where it stood at start. h.mu must be held.
 func (c *clusterState) checkSyncedLocked() {
-	if c.isSynced || c.targetEpoch == "" {
+	if c.targetEpoch == "" || c.isSynced() {
 		return
 	}
 	// A log replaced while the node started: what was there at start
 	// is gone, so being on the new one is all there is to wait for.
 	if c.mirror.Epoch() != c.targetEpoch || c.readLocked() >= c.target {
-		c.isSynced = true
 		close(c.synced)
 	}
 }
@@ -438,9 +452,7 @@ func (h *Hub) Ready() error {
 	if c == nil {
 		return nil
 	}
-	select {
-	case <-c.synced:
-	default:
+	if !c.isSynced() {
 		return ErrNotSynced
 	}
 	c.mu.Lock()

@@ -107,14 +107,18 @@ func (m *MemoryHistory) Append(recs []Record) (func() error, error) {
 	for i := range recs {
 		m.head++
 		recs[i].Position = m.head
-		m.insertLocked(recs[i])
+		r := recs[i]
+		// Copies: the caller may reuse its slices.
+		r.Topics, r.ToUsers, r.ToConnections = slices.Clone(r.Topics), slices.Clone(r.ToUsers), slices.Clone(r.ToConnections)
+		m.insertLocked(r)
 	}
 	m.trimLocked()
 	return nil, nil
 }
 
 // appendAt adds records whose positions a broker assigned: increasing,
-// above the head, not necessarily consecutive.
+// above the head, not necessarily consecutive. It keeps the records'
+// slices, which a Broker hands over (see Follow).
 func (m *MemoryHistory) appendAt(recs []Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -130,8 +134,6 @@ func (m *MemoryHistory) appendAt(recs []Record) {
 
 // insertLocked adds r, whose position is set and is the head.
 func (m *MemoryHistory) insertLocked(r Record) {
-	// Copies: the caller may reuse its slices.
-	r.Topics, r.ToUsers, r.ToConnections = slices.Clone(r.Topics), slices.Clone(r.ToUsers), slices.Clone(r.ToConnections)
 	if r.Time.IsZero() {
 		r.Time = m.now()
 	}
