@@ -410,13 +410,9 @@ func (c *clusterState) publish(ctx context.Context, h *Hub, recs []Record, ids [
 	if closed {
 		return ErrHubClosed
 	}
-	for i := range recs {
-		if id := recs[i].ID; id != "" {
-			// What this node has read; the broker checks the rest.
-			if _, dup := c.mirror.Lookup(id); dup {
-				return fmt.Errorf("%w: %q", ErrDuplicateID, id)
-			}
-		}
+	// What this node has read; the broker checks the rest.
+	if err := h.duplicateID(recs); err != nil {
+		return err
 	}
 	epoch, err := c.broker.Append(ctx, recs)
 	switch {

@@ -359,14 +359,8 @@ func (h *Hub) publishLocked(recs []Record, ids []string) (func() error, error) {
 	if h.closed {
 		return nil, ErrHubClosed
 	}
-	for i := range recs {
-		if id := recs[i].ID; id != "" {
-			// An ID is how a client says where it is: two retained
-			// events with one ID would make resuming after it ambiguous.
-			if _, dup := h.History.Lookup(id); dup || slices.ContainsFunc(recs[:i], func(r Record) bool { return r.ID == id }) {
-				return nil, fmt.Errorf("%w: %q", ErrDuplicateID, id)
-			}
-		}
+	if err := h.duplicateID(recs); err != nil {
+		return nil, err
 	}
 	durable, err := h.History.Append(recs)
 	if err != nil {
@@ -374,6 +368,20 @@ func (h *Hub) publishLocked(recs []Record, ids []string) (func() error, error) {
 	}
 	h.deliverLocked(recs, ids)
 	return durable, nil
+}
+
+// duplicateID refuses a publisher's ID that a retained event carries, or
+// that recs carry twice: an ID is how a client says where it is, and two
+// events with one ID would make resuming after it ambiguous.
+func (h *Hub) duplicateID(recs []Record) error {
+	for i := range recs {
+		if id := recs[i].ID; id != "" {
+			if _, dup := h.History.Lookup(id); dup || slices.ContainsFunc(recs[:i], func(r Record) bool { return r.ID == id }) {
+				return fmt.Errorf("%w: %q", ErrDuplicateID, id)
+			}
+		}
+	}
+	return nil
 }
 
 // deliverLocked encodes recs, which the history holds, and queues them

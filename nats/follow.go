@@ -78,15 +78,6 @@ func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func
 			c = cursor{epoch: e}
 		}
 		read := c.read
-		if st := info.State; st.Msgs == 0 && st.LastSeq > c.read {
-			// Retention (or a purge) removed every message after
-			// c.read: none will be delivered up to LastSeq, which Head
-			// may have reported before they went.
-			c.read, c.lost = st.LastSeq, false
-			if err := fn(herald.Batch{Epoch: c.epoch, Lost: true, Through: st.LastSeq}); err != nil {
-				return err
-			}
-		}
 		err = b.consume(ctx, &c, fn, info.State.LastSeq)
 		if !errors.Is(err, errReopen) {
 			return err

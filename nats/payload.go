@@ -34,7 +34,7 @@ const maxDecoded = 64 << 20
 // maxPayload, and fails with an error wrapping [herald.ErrInvalidEvent]
 // if it still does not: no retry can append it.
 func encode(m *natsgo.Msg, r *herald.Record, maxPayload int64) error {
-	m.Data = brokerwire.Encode(nil, r)
+	m.Data = brokerwire.Encode(r)
 	if int64(len(m.Data)+headerRoom) <= maxPayload {
 		return nil
 	}

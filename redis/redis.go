@@ -225,7 +225,7 @@ func (b *Broker) Append(ctx context.Context, recs []herald.Record) (string, erro
 	args := make([]any, 0, 3+len(recs))
 	args = append(args, herald.NewEpoch(), b.retention.MaxEvents, b.retention.MaxAge.Milliseconds())
 	for i := range recs {
-		args = append(args, brokerwire.Encode(nil, &recs[i]))
+		args = append(args, brokerwire.Encode(&recs[i]))
 	}
 	reply, err := appendScript.runOnce(ctx, b.rdb, keys, args...).Slice()
 	if err != nil {

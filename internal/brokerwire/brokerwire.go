@@ -32,8 +32,9 @@ type wire struct {
 	ToConnections []string `json:"toConnections,omitempty"`
 }
 
-// Encode appends r (all but its Position, which the log assigns) to dst.
-func Encode(dst []byte, r *herald.Record) []byte {
+// Encode returns r (all but its Position, which the log assigns) as an
+// entry's payload.
+func Encode(r *herald.Record) []byte {
 	w := wire{V: Version, ID: r.ID, Topics: r.Topics, Type: r.Type, Data: r.Data,
 		RetryMS: r.Retry.Milliseconds(), Time: r.Time.UnixNano(), Private: r.Private,
 		ToUsers: r.ToUsers, ToConnections: r.ToConnections}
@@ -42,7 +43,7 @@ func Encode(dst []byte, r *herald.Record) []byte {
 		// Only strings, numbers and bools: Marshal cannot fail.
 		panic(fmt.Sprintf("brokerwire: %v", err))
 	}
-	return append(dst, b...)
+	return b
 }
 
 // ErrMalformed wraps every reason Decode refuses an entry.
