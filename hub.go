@@ -41,6 +41,10 @@ var (
 	// be ambiguous. A publisher retrying a publish that did succeed gets
 	// it too.
 	ErrDuplicateID = errors.New("event ID already used by a retained event")
+	// ErrSubscriptionExpired means the subscriber reached its
+	// SubscribeOptions.Expires (a stream's token expired); what was
+	// queued before can still be drained.
+	ErrSubscriptionExpired = errors.New("subscription expired")
 )
 
 // Hub routes published events to subscribers. The zero value is ready to
@@ -98,10 +102,16 @@ type Hub struct {
 	byTopic    map[string]map[*Subscriber]struct{} // subscribers with Topic selectors
 	scanned    map[*Subscriber]struct{}            // subscribers with other selectors
 	stopBeat   chan struct{}
+	// Subscribers with an expiry, earliest first, and the one timer set
+	// for the earliest (see expiry.go).
+	expiries    expiryHeap
+	expiryTimer *time.Timer
+	expiryDue   int64 // unix nanoseconds the timer is set for; 0: not set
 
 	published atomic.Uint64
 	delivered atomic.Uint64
 	dropped   atomic.Uint64
+	expired   atomic.Uint64
 	queued    atomic.Int64 // bytes in all queues, kept by the queues so Stats need not visit them
 }
 
@@ -172,6 +182,11 @@ type SubscribeOptions struct {
 	// ConnectionID names the subscription for events sent to connections
 	// (Event.ToConnections). Empty: none can be.
 	ConnectionID string
+	// Expires, if not zero, ends the subscription at that instant with
+	// [ErrSubscriptionExpired] (a stream must not outlive the token it
+	// was opened with); one already past ends it at once. All of a
+	// hub's expiries share one timer.
+	Expires time.Time
 	// Context, if set, bounds how long a clustered hub may make the
 	// subscription wait (for the node to read the shared log far enough
 	// to place it); the wait is never longer than the hub's SyncWait.
@@ -288,6 +303,10 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 	}
 	if s.scanned {
 		h.scanned[s] = struct{}{}
+	}
+	if !opts.Expires.IsZero() {
+		s.expires = expiryUnixNano(opts.Expires)
+		h.addExpiryLocked(s)
 	}
 	if h.stopBeat == nil && h.heartbeat() > 0 {
 		h.stopBeat = make(chan struct{})
@@ -529,6 +548,7 @@ func (h *Hub) removeLocked(s *Subscriber) {
 		return
 	}
 	delete(h.subs, s)
+	h.removeExpiryLocked(s)
 	for _, t := range s.topics {
 		set := h.byTopic[t]
 		delete(set, s)
@@ -585,6 +605,9 @@ func (h *Hub) Close() error {
 	if h.stopBeat != nil {
 		close(h.stopBeat)
 	}
+	if h.expiryTimer != nil {
+		h.expiryTimer.Stop()
+	}
 	return nil
 }
 
@@ -595,6 +618,7 @@ type Stats struct {
 	Published   uint64 // events published since the hub started
 	Delivered   uint64 // events queued to subscribers, one per subscriber reached
 	Dropped     uint64 // subscribers dropped for overflowing their queue
+	Expired     uint64 // subscribers ended at their expiry (SubscribeOptions.Expires)
 	QueuedBytes int    // bytes waiting in all subscriber queues
 }
 
@@ -608,5 +632,6 @@ func (h *Hub) Stats() Stats {
 	st.Published = h.published.Load()
 	st.Delivered = h.delivered.Load()
 	st.Dropped = h.dropped.Load()
+	st.Expired = h.expired.Load()
 	return st
 }

@@ -36,6 +36,11 @@ type Subscriber struct {
 	// event the subscriber resumed after, that event's position: live
 	// events up to it were sent already. Guarded by hub.mu.
 	skipThrough uint64
+	// When the subscription ends (unix nanoseconds; 0: never) and its
+	// place in the hub's expiry heap (plus one; 0: not in it). Guarded by
+	// hub.mu.
+	expires     int64
+	expiryIndex int
 
 	mu       sync.Mutex
 	queue    [][]byte // frames shared with every other subscriber: never modified
@@ -75,7 +80,7 @@ func (s *Subscriber) Ready() <-chan struct{} {
 }
 
 // Done is closed when the subscriber is removed from the hub: by Close, by
-// the hub closing, or for being too slow. Err tells which. Events queued
+// the hub closing, for being too slow, or at its expiry. Err tells which. Events queued
 // before that can still be drained.
 func (s *Subscriber) Done() <-chan struct{} {
 	s.mu.Lock()
@@ -98,7 +103,8 @@ func (s *Subscriber) Removed() (bool, error) {
 }
 
 // Err returns why the hub removed the subscriber: [ErrSlowSubscriber],
-// [ErrHubClosed], or nil while subscribed or after Close.
+// [ErrHubClosed], [ErrSubscriptionExpired], [ErrResync], or nil while
+// subscribed or after Close.
 func (s *Subscriber) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -115,7 +121,9 @@ func (s *Subscriber) Reset() *Reset { return s.reset }
 // the queue, which holds only later events: together they are gapless and
 // without duplicates. fn must not keep the frames. It returns
 // [ErrHistoryLost] if retention removed events it still had to send; the
-// stream should then end so the client resumes again.
+// stream should then end so the client resumes again. It stops with the
+// subscriber's Err if the hub removes it meanwhile for being slow, for a
+// resync, or at its expiry.
 func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
 	if s.replayUpTo <= s.replayAfter {
 		return nil
@@ -124,10 +132,10 @@ func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
 	var buf []byte
 	var frames [][]byte
 	return h.History.Replay(s.replayAfter, s.replayUpTo, s.selectors, func(recs []Record) error {
-		if removed, why := s.Removed(); removed && (why == ErrSlowSubscriber || why == ErrResync) {
-			// Live events overflowed the queue while the replay ran, or
-			// the node lost its place in the log: the stream is cut
-			// anyway, so stop sending.
+		if removed, why := s.Removed(); removed && (why == ErrSlowSubscriber || why == ErrResync || why == ErrSubscriptionExpired) {
+			// Live events overflowed the queue while the replay ran, the
+			// node lost its place in the log, or the subscription
+			// expired: the stream ends anyway, so stop sending.
 			return why
 		}
 		buf, frames = buf[:0], frames[:0]
