@@ -317,7 +317,21 @@ func (h *Handler) serveHijacked(w http.ResponseWriter, r *http.Request, e *engin
 	// goroutine with ordinary blocking writes: a replay can be long, and
 	// the engine's writers must never wait on one client. Live events
 	// queue meanwhile; the engine takes over once the replay is out.
-	if err := h.writeHijackedStart(conn, w.Header(), sub, s.connID); err != nil {
+	err = h.writeHijackedStart(conn, w.Header(), sub, s.connID)
+	if errors.Is(err, herald.ErrSubscriptionExpired) {
+		// The token expired during the replay. Live events queued
+		// meanwhile must not follow a replay cut short (a gap): end with
+		// the expired event alone.
+		err = h.writeHijackedExpired(conn)
+		if err == nil {
+			err = herald.ErrSubscriptionExpired
+		}
+		giveUp()
+		conn.Close()
+		h.releaseStream(s.owner)
+		return true
+	}
+	if err != nil {
 		giveUp()
 		conn.Close()
 		h.releaseStream(s.owner)
@@ -407,6 +421,28 @@ func (h *Handler) writeHijackedStart(conn net.Conn, hdr http.Header, sub *herald
 	return conn.SetWriteDeadline(time.Time{})
 }
 
+// writeHijackedExpired ends a hijacked response with the expired event.
+func (h *Handler) writeHijackedExpired(conn net.Conn) error {
+	if t := h.writeTimeout(); t > 0 {
+		if err := conn.SetWriteDeadline(time.Now().Add(t)); err != nil {
+			return err
+		}
+	}
+	_, err := conn.Write(h.expiredChunks())
+	return err
+}
+
+// expiredChunks is the expired event as the last chunk of a response,
+// followed by the terminating chunk.
+func (h *Handler) expiredChunks() []byte {
+	frame := h.expiredFrame()
+	b := strconv.AppendInt(nil, int64(len(frame)), 16)
+	b = append(b, "\r\n"...)
+	b = append(b, frame...)
+	b = append(b, chunkTrailer...)
+	return append(b, lastChunk...)
+}
+
 // responseHead is the status line and headers of a hijacked stream: what
 // net/http would have sent, with chunked framing so a clean end is
 // distinguishable from a cut connection.
@@ -472,9 +508,13 @@ func (s *hijackedStream) flush(w *streamWriter) {
 			w.cur, cur = frameCursor{frames: w.drained}, &w.cur
 			if len(w.drained) == 0 {
 				if removed {
-					// Everything queued before the hub closed is out:
-					// end the response cleanly.
+					// Everything queued before the hub closed (or the
+					// token expired) is out: end the response cleanly,
+					// saying why when the token expired.
 					s.pending, s.ending = lastChunk, true
+					if errors.Is(why, herald.ErrSubscriptionExpired) {
+						s.pending = s.h.expiredChunks()
+					}
 					continue
 				}
 				s.unstalled()

@@ -37,6 +37,9 @@ const (
 	DefaultRetry = 3 * time.Second
 	// DefaultResetEvent names the event that says a resume was impossible.
 	DefaultResetEvent = "herald.reset"
+	// DefaultExpiredEvent names the last event of a stream whose token
+	// expired.
+	DefaultExpiredEvent = "herald.expired"
 )
 
 // Handler is the HTTP API of a hub:
@@ -99,6 +102,13 @@ type Handler struct {
 	// (unknown, expired, foreign). Its data is JSON: {"reason": ...,
 	// "lastEventId": ..., "message": ...}. Empty means DefaultResetEvent.
 	ResetEvent string
+	// ExpiredEvent is the event type of the last event of a stream whose
+	// token expired: a stream ends at its token's exp (the verifier's
+	// clock-skew leeway accepts a token, it does not extend it), after
+	// this event with data {"reason":"token_expired"}, so the application
+	// can fetch a fresh token before its EventSource reconnects. Empty
+	// means DefaultExpiredEvent.
+	ExpiredEvent string
 	// PublishAuth, if set, checks publishers: a publish needs a token
 	// (401 without, with WWW-Authenticate) whose rights cover every topic
 	// of every event (403 otherwise). Nil lets anyone publish: for local
@@ -365,6 +375,13 @@ func (h *Handler) resetEvent() string {
 	return DefaultResetEvent
 }
 
+func (h *Handler) expiredEvent() string {
+	if h.ExpiredEvent != "" && sse.ValidateType(h.ExpiredEvent) == nil {
+		return h.ExpiredEvent
+	}
+	return DefaultExpiredEvent
+}
+
 func (h *Handler) publishBurst() int {
 	if h.PublishBurst > 0 {
 		return h.PublishBurst
@@ -460,11 +477,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // end every stream); streams use a deadline per write instead. It sets
 // [ConnContext], so plain HTTP/1.1 streams are served by the shared engine.
 //
+// An HTTP/2 connection that nothing can be written to for the handler's
+// WriteTimeout (DefaultWriteTimeout if h is not a *Handler) is closed:
+// its client stopped reading every stream on it, and a stream's own
+// deadline cannot free what waits behind a blocked socket.
+//
 // Streams served by the engine are not tracked by the server: after
 // [http.Server.Shutdown], close the hub and wait with
 // [Handler.WaitStreams] for them to end.
 func NewServer(addr string, h http.Handler) *http.Server {
+	connTimeout := DefaultWriteTimeout
+	if hh, ok := h.(*Handler); ok {
+		connTimeout = max(hh.writeTimeout(), 0)
+	}
 	return &http.Server{
+		HTTP2:             &http.HTTP2Config{WriteByteTimeout: connTimeout},
 		Addr:              addr,
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -59,6 +59,9 @@ func startTransport(t *testing.T, mode string, configure func(*herald.Hub, *http
 	}
 	srv := httptest.NewUnstartedServer(h)
 	srv.Listener = smallSendBuffers{srv.Listener}
+	if mode != "h2-plainserver" {
+		srv.Config.HTTP2 = httpapi.NewServer("", h).HTTP2 // as herald serve runs it
+	}
 	switch mode {
 	case "engine":
 		srv.Config.ConnContext = httpapi.ConnContext
@@ -68,10 +71,11 @@ func startTransport(t *testing.T, mode string, configure func(*herald.Hub, *http
 	case "tls":
 		srv.Config.ConnContext = httpapi.ConnContext // must be ignored over TLS
 		srv.StartTLS()
-	case "h2":
+	case "h2", "h2-plainserver": // the latter without NewServer's HTTP/2 settings
 		srv.Config.ConnContext = httpapi.ConnContext
 		srv.EnableHTTP2 = true
 		srv.StartTLS()
+		mode = "h2"
 	default:
 		t.Fatalf("unknown transport %q", mode)
 	}

@@ -281,6 +281,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		})
 	}
 	srv := httpapi.NewServer(*addr, root)
+	srv.HTTP2.WriteByteTimeout = max(handler.WriteTimeout, 0) // root may hide the handler from NewServer
 	srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	scheme := "http"
 	if *tlsCert != "" {
