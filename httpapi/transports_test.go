@@ -138,8 +138,18 @@ func (th *transportHub) open(t *testing.T, c *http.Client, topics ...string) *ht
 }
 
 // One reader among 1,000 stops reading. The other 999 receive every event
-// with less delay than one write deadline, and the stalled one is dropped
-// by that deadline.
+// while the stalled one is still blocked: it delays none of them. Then
+// its queue overflows, and it alone is dropped, its stream cut.
+//
+// The property is checked by order, not by a duration: every reader has
+// every event before the stalled stream is released. (The write deadline
+// is off here so that load cannot release it first; deadlines are
+// tested on their own.) Under load this test once failed with a 1 s
+// bound on the delay, and over HTTP/2 with INTERNAL_ERROR: that was not
+// load but a bug, the write deadline left set after each write, which
+// over HTTP/2 resets a stream when it expires even if nothing is being
+// written (here: the first streams, while the others were still being
+// opened). See TestQuietStreamOutlivesWriteTimeout.
 func TestStalledReaderAmongThousand(t *testing.T) {
 	for _, mode := range transports {
 		t.Run(mode, func(t *testing.T) { testStalledReaderAmongThousand(t, mode) })
@@ -148,13 +158,13 @@ func TestStalledReaderAmongThousand(t *testing.T) {
 
 func testStalledReaderAmongThousand(t *testing.T, mode string) {
 	const streams = 1000
-	ticks, tickEvery, writeTimeout := 150, 10*time.Millisecond, time.Second
+	ticks, tickEvery := 150, 10*time.Millisecond
 	if raceEnabled {
-		ticks, tickEvery, writeTimeout = 25, 100*time.Millisecond, 5*time.Second
+		ticks, tickEvery = 25, 100*time.Millisecond
 	}
 	th := startTransport(t, mode, func(hub *herald.Hub, h *httpapi.Handler) {
-		hub.QueueBytes = 4 << 20 // the deadline, not the queue, must drop it
-		h.WriteTimeout = writeTimeout
+		hub.QueueBytes = 4 << 20
+		h.WriteTimeout = -1
 		h.MaxConnections = streams + 10
 	})
 	// The stalled stream also gets bulk events nobody else wants, to fill
@@ -197,10 +207,14 @@ func testStalledReaderAmongThousand(t *testing.T, mode string) {
 		bulk = 80
 	}
 	big := strings.Repeat("b", 64<<10)
-	for range bulk {
+	publishBulk := func() {
+		t.Helper()
 		if _, err := th.hub.Publish(herald.Event{Topics: []string{"bulk"}, Data: big}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for range bulk {
+		publishBulk()
 	}
 	tick := time.NewTicker(tickEvery) // pacing the publisher, not synchronising
 	defer tick.Stop()
@@ -220,12 +234,21 @@ func testStalledReaderAmongThousand(t *testing.T, mode string) {
 		worst = max(worst, r.maxDelay)
 	}
 	t.Logf("%s: worst publish→receive delay among %d readers: %v", mode, streams-1, worst)
-	if worst >= writeTimeout {
-		t.Errorf("a stalled reader delayed the others by %v, more than the write deadline %v", worst, writeTimeout)
+	// Every reader has every tick; the stalled stream is still there,
+	// still blocked, and dropped by nobody.
+	if st := th.hub.Stats(); st.Subscribers != streams || st.Dropped != 0 {
+		t.Fatalf("before the stalled stream's queue overflowed: %d subscribers, %d dropped; want %d, 0", st.Subscribers, st.Dropped, streams)
 	}
-	waitFor(t, "the stalled stream to be dropped", func() bool { return th.logs.take("slow stream dropped") == 1 })
-	if st := th.hub.Stats(); st.Subscribers != streams-1 {
-		t.Errorf("%d subscribers left, want %d", st.Subscribers, streams-1)
+	if n := th.logs.take("slow stream dropped"); n != 0 || th.handler.ActiveStreams() != streams {
+		t.Fatalf("the stalled stream was released (%d drops logged, %d streams) before its queue overflowed", n, th.handler.ActiveStreams())
+	}
+
+	// Now overflow its queue: it alone is dropped.
+	for th.hub.Stats().Dropped == 0 {
+		publishBulk()
+	}
+	if st := th.hub.Stats(); st.Subscribers != streams-1 || st.Dropped != 1 {
+		t.Errorf("after the overflow: %d subscribers, %d dropped; want %d, 1", st.Subscribers, st.Dropped, streams-1)
 	}
 	// The stalled client, reading at last, finds its stream cut short: a
 	// clean end would make it believe it had everything.
@@ -233,6 +256,8 @@ func testStalledReaderAmongThousand(t *testing.T, mode string) {
 	if err == nil {
 		t.Error("stalled stream ended cleanly; want it cut")
 	}
+	waitFor(t, "the stalled stream to be dropped", func() bool { return th.logs.take("slow stream dropped") == 1 })
+	waitFor(t, "its slot to be freed", func() bool { return th.handler.ActiveStreams() == streams-1 })
 }
 
 // A client that vanishes (reset or orderly close) is noticed within 2 s
