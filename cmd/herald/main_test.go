@@ -150,6 +150,8 @@ func TestInvalidValuesExit2(t *testing.T) {
 		{"--anonymous"},
 		{"--reset-event", "a\nb"},
 		{"--reset-event", ""},
+		{"--expired-event", "a\nb"},
+		{"--expired-event", ""},
 		{"--log-level", "loud"},
 		{"--log-format", "xml"},
 		{"extra"},

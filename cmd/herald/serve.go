@@ -46,6 +46,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	writeTimeout := fs.Duration("write-timeout", httpapi.DefaultWriteTimeout, "how long a stream client may take to accept 64 KiB before it is dropped; 0 disables")
 	retry := fs.Duration("retry", httpapi.DefaultRetry, "reconnection delay sent at the start of every stream; 0 sends none")
 	resetEvent := fs.String("reset-event", httpapi.DefaultResetEvent, "event `type` that starts a stream whose Last-Event-ID cannot be resumed from")
+	expiredEvent := fs.String("expired-event", httpapi.DefaultExpiredEvent, "event `type` that ends a stream when its token expires")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long to wait for streams to end on SIGINT/SIGTERM (a second signal exits at once)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
@@ -124,6 +125,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return usageError(stderr, "--retry must be 0 (none) or at least 1ms")
 	case *resetEvent == "" || sse.ValidateType(*resetEvent) != nil:
 		return usageError(stderr, "--reset-event must be a non-empty event type without line breaks")
+	case *expiredEvent == "" || sse.ValidateType(*expiredEvent) != nil:
+		return usageError(stderr, "--expired-event must be a non-empty event type without line breaks")
 	case *reusePort && !reusePortSupported:
 		return usageError(stderr, "--reuseport is not supported on %s", runtime.GOOS)
 	case *historyEvents <= 0 || *historyBytes <= 0 || *historyAge <= 0:
@@ -243,6 +246,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		WriteTimeout:             *writeTimeout,
 		Retry:                    *retry,
 		ResetEvent:               *resetEvent,
+		ExpiredEvent:             *expiredEvent,
 		CORSOrigins:              origins,
 		Anonymous:                *anonymous,
 		AnnounceConnections:      *announce,
