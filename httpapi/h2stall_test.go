@@ -92,7 +92,8 @@ func TestStalledHTTP2ConnectionReleasesItsStreams(t *testing.T) {
 
 func testStalledHTTP2Connection(t *testing.T, mode string) {
 	const streams = 50
-	th := startTransport(t, mode, func(_ *herald.Hub, h *httpapi.Handler) {
+	th := startTransport(t, mode, func(hub *herald.Hub, h *httpapi.Handler) {
+		hub.QueueBytes = 64 << 20 // the deadline, not the queue, must release them
 		h.MaxConnections = streams
 		h.WriteTimeout = 2 * time.Second
 	})
@@ -146,7 +147,8 @@ func serverStreamGoroutines() int {
 // receiving every event.
 func TestStalledHTTP2StreamsSpareTheirConnection(t *testing.T) {
 	const stalled = 49
-	th := startTransport(t, "h2", func(_ *herald.Hub, h *httpapi.Handler) {
+	th := startTransport(t, "h2", func(hub *herald.Hub, h *httpapi.Handler) {
+		hub.QueueBytes = 64 << 20 // the deadline, not the queue, must release them
 		h.MaxConnections = stalled + 1
 		h.WriteTimeout = 2 * time.Second
 	})
