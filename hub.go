@@ -242,7 +242,7 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 	aheadLimit := uint64(0)
 	if h.cluster != nil {
 		var err error
-		if aheadLimit, err = h.cluster.prepareSubscribe(h, opts); err != nil {
+		if aheadLimit, err = h.cluster.prepareSubscribe(h, s, opts); err != nil {
 			return nil, err
 		}
 	}
@@ -260,7 +260,7 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 		if h.cluster != nil {
 			head = h.cluster.readLocked() // past unreadable entries too: they are lost, not ahead
 		}
-		after, reason := h.resumePoint(lastEventID, head, selectors, aheadLimit)
+		after, reason := h.resumePoint(s, lastEventID, head, aheadLimit)
 		if reason == resumeAhead {
 			// A clustered node behind the one that sent the event:
 			// what follows it will be read from the log, and what
@@ -433,10 +433,11 @@ func looksLikeEpoch(s string) bool {
 	return true
 }
 
-// resumePoint finds where a subscriber resuming after lastEventID starts,
-// or why it cannot. A generated ID of this history past its head, up to
+// resumePoint finds where s, resuming after lastEventID, starts, or why
+// it cannot. A generated ID of this history past its head, up to
 // aheadLimit, is one a clustered node has not read yet (resumeAhead).
-func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector, aheadLimit uint64) (uint64, string) {
+func (h *Hub) resumePoint(s *Subscriber, lastEventID string, head uint64, aheadLimit uint64) (uint64, string) {
+	selectors := s.selectors
 	if lastEventID == Earliest {
 		// Everything retained: start after the last position whose
 		// successors retention has touched. Lost is monotone in its
@@ -452,7 +453,7 @@ func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector,
 		}
 		return lo, ""
 	}
-	pos, ok := h.History.Lookup(lastEventID)
+	pos, ok := h.lookupFor(s, lastEventID)
 	if !ok {
 		i := strings.LastIndexByte(lastEventID, '-')
 		if i < 0 {
@@ -478,6 +479,38 @@ func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector,
 		return 0, ResetExpired
 	}
 	return pos, ""
+}
+
+// everything reads a record whatever its topics.
+var everything = []Selector{All{}}
+
+// lookupFor resolves a publisher's ID to its position, as History.Lookup
+// does, but only for an event s may see: one s may not see (private, or
+// for other users or connections) is answered as if it had never been
+// issued, so that resuming after a guessed ID does not tell whether such
+// an event exists. A stream that may see it (the same rights or subject)
+// still resumes right after it; one after an event for a connection is
+// another connection, told to reload like any stream that lost its place.
+func (h *Hub) lookupFor(s *Subscriber, id string) (uint64, bool) {
+	pos, ok := h.History.Lookup(id)
+	if !ok {
+		return 0, false
+	}
+	visible := false
+	// Records never change, only leave: the one at pos is the event
+	// (or, gone since, a miss like any other).
+	err := h.History.Replay(pos-1, pos, everything, func(recs []Record) error {
+		for i := range recs {
+			if r := &recs[i]; r.Position == pos && r.ID == id {
+				visible = !r.restricted() || s.mayReceive(r)
+			}
+		}
+		return nil
+	})
+	if err != nil || !visible {
+		return 0, false
+	}
+	return pos, true
 }
 
 // fanOutLocked queues frame to each subscriber matching one of rec's
