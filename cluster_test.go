@@ -186,12 +186,14 @@ func waitApplied(t *testing.T, h *Hub, b Broker) {
 // log only once the gate is open, so it reflects the log at that time.
 type gatedBroker struct {
 	*MemoryBroker
-	mu   sync.Mutex
-	gate chan struct{} // closed while batches may pass
+	mu     sync.Mutex
+	gate   chan struct{} // closed while batches may pass
+	passes int           // how often the follower passed the gate
+	passed chan struct{} // closed, then replaced, each time it does
 }
 
 func newGate(b *MemoryBroker, open bool) *gatedBroker {
-	g := &gatedBroker{MemoryBroker: b, gate: make(chan struct{})}
+	g := &gatedBroker{MemoryBroker: b, gate: make(chan struct{}), passed: make(chan struct{})}
 	if open {
 		close(g.gate)
 	}
@@ -202,6 +204,25 @@ func (g *gatedBroker) hold() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.gate = make(chan struct{})
+}
+
+// waitPasses waits until the follower has passed the gate n times.
+func (g *gatedBroker) waitPasses(t *testing.T, n int) {
+	t.Helper()
+	timeout := time.After(clusterTestWait)
+	for {
+		g.mu.Lock()
+		passes, passed := g.passes, g.passed
+		g.mu.Unlock()
+		if passes >= n {
+			return
+		}
+		select {
+		case <-passed:
+		case <-timeout:
+			t.Fatalf("the follower passed the gate %d times, not %d", passes, n)
+		}
+	}
 }
 
 func (g *gatedBroker) release() {
@@ -222,6 +243,11 @@ func (g *gatedBroker) Follow(ctx context.Context, epoch string, after uint64, fn
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		g.mu.Lock()
+		g.passes++
+		close(g.passed)
+		g.passed = make(chan struct{})
+		g.mu.Unlock()
 		err := g.MemoryBroker.Follow(ctx, epoch, after, func(b Batch) error {
 			epoch, after = b.Epoch, b.Records[len(b.Records)-1].Position
 			if err := fn(b); err != nil {
@@ -428,8 +454,10 @@ func TestClusterLaggingNodePastRetentionEndsStreams(t *testing.T) {
 	c := newNode(t, lag, "lagging")
 	s := subscribeWith(t, c, SubscribeOptions{})
 	// Hold the node back while retention removes what it has not read.
-	// The follower passed the gate already and waits for the next
-	// batch: publishing one event lets it take that.
+	// Once the follower has passed the gate again after reading the first
+	// batch, it waits for the next one: publishing one event lets it take
+	// that.
+	lag.waitPasses(t, 2)
 	lag.hold()
 	publish(t, a, ev(1))
 	s.next(1)
