@@ -356,7 +356,7 @@ func (c *clusterState) prepareSubscribe(h *Hub, s *Subscriber, opts SubscribeOpt
 	if id == "" || id == Earliest {
 		return 0, nil
 	}
-	if _, ok := h.lookupFor(s, id); ok {
+	if c := h.checkID(s, id); c.pos != 0 && c.visible {
 		return 0, nil
 	}
 	h.mu.Lock()
