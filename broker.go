@@ -103,8 +103,10 @@ var (
 	// reach its broker: the publish was not acknowledged.
 	ErrBrokerUnavailable = errors.New("broker unavailable")
 	// ErrNotSynced means the node has not yet read the shared log up to
-	// where it was when the node started, so it cannot serve
-	// subscribers without missing or repeating events.
+	// where it was when the node started, or, for a subscriber resuming
+	// after an event ID the node has not read, as far as the log goes
+	// (or cannot learn how far that is): it cannot serve the subscriber
+	// without missing or repeating events.
 	ErrNotSynced = errors.New("node not yet in sync with the cluster's log")
 	// ErrResync ends the streams of a node that lost its place in the
 	// shared log (the log was replaced, or retention removed records

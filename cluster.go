@@ -336,8 +336,9 @@ func (c *clusterState) announce(h *Hub) {
 // stands now (the event may have been published through a node ahead of
 // this one). It returns the highest position a generated ID of this
 // node's log may have for the node to trust it is in the log although
-// not read yet (see resumePoint).
-func (c *clusterState) prepareSubscribe(h *Hub, opts SubscribeOptions) (aheadLimit uint64, err error) {
+// not read yet (see resumePoint), or ErrNotSynced when the node could not
+// read the log far enough in time, or not learn how far it goes.
+func (c *clusterState) prepareSubscribe(h *Hub, s *Subscriber, opts SubscribeOptions) (aheadLimit uint64, err error) {
 	ctx := opts.Context
 	if ctx == nil {
 		ctx = context.Background()
@@ -355,7 +356,7 @@ func (c *clusterState) prepareSubscribe(h *Hub, opts SubscribeOptions) (aheadLim
 	if id == "" || id == Earliest {
 		return 0, nil
 	}
-	if _, ok := c.mirror.Lookup(id); ok {
+	if c := h.checkID(s, id); c.pos != 0 && c.visible {
 		return 0, nil
 	}
 	h.mu.Lock()
@@ -378,10 +379,16 @@ func (c *clusterState) prepareSubscribe(h *Hub, opts SubscribeOptions) (aheadLim
 		return head, nil
 	}
 	// A publisher's ID, or a generated one of a log this node has not
-	// reached yet: read as far as the log goes, then look again.
+	// reached yet: read as far as the log goes, then look again. Until
+	// then the node cannot tell an event it has not read from one never
+	// issued, and "unknown" would send the client back to this node's
+	// head, before events it has had: refuse instead, the client retries.
 	epoch, head, err := c.broker.Head(ctx)
 	if err != nil {
-		return 0, nil // resumePoint will say the ID is unknown
+		if ctx.Err() == nil && !errors.Is(err, ErrBrokerUnavailable) {
+			err = fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
+		}
+		return 0, fmt.Errorf("%w: cannot read the log's head to place the last event ID: %w", ErrNotSynced, err)
 	}
 	for {
 		h.mu.Lock()
@@ -396,7 +403,7 @@ func (c *clusterState) prepareSubscribe(h *Hub, opts SubscribeOptions) (aheadLim
 		case <-c.done():
 			return 0, ErrHubClosed
 		case <-ctx.Done():
-			return 0, nil
+			return 0, fmt.Errorf("%w: the log was not read far enough in time to place the last event ID: %w", ErrNotSynced, ctx.Err())
 		}
 	}
 }

@@ -186,12 +186,14 @@ func waitApplied(t *testing.T, h *Hub, b Broker) {
 // log only once the gate is open, so it reflects the log at that time.
 type gatedBroker struct {
 	*MemoryBroker
-	mu   sync.Mutex
-	gate chan struct{} // closed while batches may pass
+	mu     sync.Mutex
+	gate   chan struct{} // closed while batches may pass
+	passes int           // how often the follower passed the gate
+	passed chan struct{} // closed, then replaced, each time it does
 }
 
 func newGate(b *MemoryBroker, open bool) *gatedBroker {
-	g := &gatedBroker{MemoryBroker: b, gate: make(chan struct{})}
+	g := &gatedBroker{MemoryBroker: b, gate: make(chan struct{}), passed: make(chan struct{})}
 	if open {
 		close(g.gate)
 	}
@@ -202,6 +204,25 @@ func (g *gatedBroker) hold() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.gate = make(chan struct{})
+}
+
+// waitPasses waits until the follower has passed the gate n times.
+func (g *gatedBroker) waitPasses(t *testing.T, n int) {
+	t.Helper()
+	timeout := time.After(clusterTestWait)
+	for {
+		g.mu.Lock()
+		passes, passed := g.passes, g.passed
+		g.mu.Unlock()
+		if passes >= n {
+			return
+		}
+		select {
+		case <-passed:
+		case <-timeout:
+			t.Fatalf("the follower passed the gate %d times, not %d", passes, n)
+		}
+	}
 }
 
 func (g *gatedBroker) release() {
@@ -222,6 +243,11 @@ func (g *gatedBroker) Follow(ctx context.Context, epoch string, after uint64, fn
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		g.mu.Lock()
+		g.passes++
+		close(g.passed)
+		g.passed = make(chan struct{})
+		g.mu.Unlock()
 		err := g.MemoryBroker.Follow(ctx, epoch, after, func(b Batch) error {
 			epoch, after = b.Epoch, b.Records[len(b.Records)-1].Position
 			if err := fn(b); err != nil {
@@ -267,6 +293,94 @@ func TestClusterResumeOnALaggingNode(t *testing.T) {
 	}
 	if g := byPosition.next(5); !slices.Equal(datas(g), seq(5, 10)) || byPosition.s.Reset() != nil {
 		t.Errorf("after event 4 on the lagging node: %v (reset %v), want %v", datas(g), byPosition.s.Reset(), seq(5, 10))
+	}
+}
+
+// A lagging node that cannot learn how far the log goes (the broker is
+// down), or cannot read that far within the wait, refuses a resume after
+// a publisher's ID it has not read: "unknown" would send the client back
+// to the node's own head, before events it has had.
+func TestClusterLaggingNodeRefusesWhatItCannotPlace(t *testing.T) {
+	b := &MemoryBroker{}
+	a := newNode(t, b, "a")
+	lag := newGate(b, false)
+	c := newNode(t, lag, "lagging") // in sync: the log is empty
+	sa := subscribeWith(t, a, SubscribeOptions{})
+	publish(t, a, ev(0))
+	publish(t, a, Event{Topics: []string{"t"}, Data: "1", ID: "pub-1"})
+	for i := 2; i < 5; i++ {
+		publish(t, a, ev(i))
+	}
+	sa.next(5)
+
+	b.SetUnavailable(errors.New("connection refused"))
+	s, err := c.SubscribeWith(SubscribeOptions{Selectors: []Selector{All{}}, LastEventID: "pub-1"})
+	if err == nil {
+		t.Fatalf("resuming after an unread publisher ID during an outage: subscribed, reset %+v; want an error", s.Reset())
+	}
+	if !errors.Is(err, ErrNotSynced) || !errors.Is(err, ErrBrokerUnavailable) {
+		t.Errorf("resuming after an unread publisher ID during an outage: %v, want ErrNotSynced and ErrBrokerUnavailable", err)
+	}
+
+	b.SetUnavailable(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	s, err = c.SubscribeWith(SubscribeOptions{Selectors: []Selector{All{}}, LastEventID: "pub-1", Context: ctx})
+	if !errors.Is(err, ErrNotSynced) {
+		reset := "no subscriber"
+		if s != nil {
+			reset = fmt.Sprintf("reset %+v", s.Reset())
+		}
+		t.Errorf("resuming after an unread publisher ID not read in time: %v (%s), want ErrNotSynced", err, reset)
+	}
+
+	lag.release()
+	r := subscribeWith(t, c, SubscribeOptions{LastEventID: "pub-1"})
+	if g := r.next(3); !slices.Equal(datas(g), seq(2, 5)) || r.s.Reset() != nil {
+		t.Errorf("after pub-1 once the node reads the log: %v (reset %v), want %v", datas(g), r.s.Reset(), seq(2, 5))
+	}
+}
+
+// A node answers a resume after the publisher's ID of an event the stream
+// may not see as it answers an ID never issued, outage or not; a stream
+// that may see it resumes, even during an outage, as the node has read it.
+func TestClusterHiddenIDAnsweredAsNeverIssued(t *testing.T) {
+	b := &MemoryBroker{}
+	a, c := newNode(t, b, "a"), newNode(t, b, "c")
+	publish(t, a, Event{Topics: []string{"t"}, ID: "secret", Data: "secret", Private: true})
+	publish(t, a, Event{Topics: []string{"t"}, ID: "for-bob", Data: "for-bob", ToUsers: []string{"bob"}})
+	publish(t, a, ev(2))
+	waitApplied(t, c, b)
+	answer := func(o SubscribeOptions) string {
+		t.Helper()
+		o.Selectors = []Selector{Topic("t")}
+		s, err := c.SubscribeWith(o)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		defer s.Close()
+		if r := s.Reset(); r != nil {
+			return "reset " + r.Reason + " to " + r.ResumeID
+		}
+		return fmt.Sprint("resumed after ", s.replayAfter)
+	}
+	for _, down := range []bool{false, true} {
+		if down {
+			b.SetUnavailable(errors.New("connection refused"))
+		}
+		for _, o := range []SubscribeOptions{{LastEventID: "secret"}, {LastEventID: "for-bob", Subject: "alice", Rights: []Selector{All{}}}} {
+			never := o
+			never.LastEventID = "never-issued"
+			if got, want := answer(o), answer(never); got != want {
+				t.Errorf("broker down %v: after %q as %q: %s; after an ID never issued: %s", down, o.LastEventID, o.Subject, got, want)
+			}
+		}
+		if got := answer(SubscribeOptions{LastEventID: "secret", Rights: []Selector{Topic("t")}}); got != "resumed after 1" {
+			t.Errorf("broker down %v: after %q with the right to see it: %s, want resumed after 1", down, "secret", got)
+		}
+		if got := answer(SubscribeOptions{LastEventID: "for-bob", Subject: "bob"}); got != "resumed after 2" {
+			t.Errorf("broker down %v: after %q as bob: %s, want resumed after 2", down, "for-bob", got)
+		}
 	}
 }
 
@@ -340,8 +454,10 @@ func TestClusterLaggingNodePastRetentionEndsStreams(t *testing.T) {
 	c := newNode(t, lag, "lagging")
 	s := subscribeWith(t, c, SubscribeOptions{})
 	// Hold the node back while retention removes what it has not read.
-	// The follower passed the gate already and waits for the next
-	// batch: publishing one event lets it take that.
+	// Once the follower has passed the gate again after reading the first
+	// batch, it waits for the next one: publishing one event lets it take
+	// that.
+	lag.waitPasses(t, 2)
 	lag.hold()
 	publish(t, a, ev(1))
 	s.next(1)

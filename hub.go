@@ -257,9 +257,14 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 	aheadLimit := uint64(0)
 	if h.cluster != nil {
 		var err error
-		if aheadLimit, err = h.cluster.prepareSubscribe(h, opts); err != nil {
+		if aheadLimit, err = h.cluster.prepareSubscribe(h, s, opts); err != nil {
 			return nil, err
 		}
+	}
+
+	var pre idCheck
+	if lastEventID != "" && lastEventID != Earliest {
+		pre = h.checkID(s, lastEventID)
 	}
 
 	h.mu.Lock()
@@ -275,7 +280,7 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 		if h.cluster != nil {
 			head = h.cluster.readLocked() // past unreadable entries too: they are lost, not ahead
 		}
-		after, reason := h.resumePoint(lastEventID, head, selectors, aheadLimit)
+		after, reason := h.resumePoint(s, lastEventID, pre, head, aheadLimit)
 		if reason == resumeAhead {
 			// A clustered node behind the one that sent the event:
 			// what follows it will be read from the log, and what
@@ -452,10 +457,11 @@ func looksLikeEpoch(s string) bool {
 	return true
 }
 
-// resumePoint finds where a subscriber resuming after lastEventID starts,
-// or why it cannot. A generated ID of this history past its head, up to
+// resumePoint finds where s, resuming after lastEventID, starts, or why
+// it cannot. A generated ID of this history past its head, up to
 // aheadLimit, is one a clustered node has not read yet (resumeAhead).
-func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector, aheadLimit uint64) (uint64, string) {
+func (h *Hub) resumePoint(s *Subscriber, lastEventID string, pre idCheck, head uint64, aheadLimit uint64) (uint64, string) {
+	selectors := s.selectors
 	if lastEventID == Earliest {
 		// Everything retained: start after the last position whose
 		// successors retention has touched. Lost is monotone in its
@@ -471,7 +477,7 @@ func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector,
 		}
 		return lo, ""
 	}
-	pos, ok := h.History.Lookup(lastEventID)
+	pos, ok := h.lookupFor(s, lastEventID, pre)
 	if !ok {
 		i := strings.LastIndexByte(lastEventID, '-')
 		if i < 0 {
@@ -497,6 +503,77 @@ func (h *Hub) resumePoint(lastEventID string, head uint64, selectors []Selector,
 		return 0, ResetExpired
 	}
 	return pos, ""
+}
+
+// everything reads a record whatever its topics.
+var everything = []Selector{All{}}
+
+// idCheck is what a publisher's ID resolves to for a subscriber: the
+// position of the retained event carrying it (0: none), and whether the
+// subscriber may see that event.
+type idCheck struct {
+	pos     uint64
+	visible bool
+}
+
+// checkID looks a publisher's ID up for s. An event s may not see
+// (private, or for other users or connections) must be answered as an ID
+// never issued, so that resuming after a guessed ID does not tell whether
+// such an event exists. A stream that may see it (the same rights or
+// subject) still resumes right after it; one after an event for a
+// connection is another connection, told to reload like any stream that
+// lost its place.
+func (h *Hub) checkID(s *Subscriber, id string) idCheck {
+	if m, ok := h.History.(recordLookup); ok {
+		r, ok := m.lookupRecord(id)
+		if !ok {
+			return idCheck{}
+		}
+		return idCheck{pos: r.Position, visible: !r.restricted() || s.mayReceive(&r)}
+	}
+	pos, ok := h.History.Lookup(id)
+	if !ok {
+		return idCheck{}
+	}
+	c := idCheck{pos: pos}
+	// Records never change, only leave: the one at pos is the event
+	// (or, gone since, a miss like any other).
+	err := h.History.Replay(pos-1, pos, everything, func(recs []Record) error {
+		for i := range recs {
+			if r := &recs[i]; r.Position == pos && r.ID == id {
+				c.visible = !r.restricted() || s.mayReceive(r)
+			}
+		}
+		return nil
+	})
+	c.visible = c.visible && err == nil
+	return c
+}
+
+// lookupFor resolves a publisher's ID to the position of the event
+// carrying it if s may see it (see checkID), as if never issued
+// otherwise. pre is checkID's answer from before the hub's lock (a
+// Replay costs more than the critical section should), good while the ID
+// still points at the same record. h.mu must be held.
+func (h *Hub) lookupFor(s *Subscriber, id string, pre idCheck) (uint64, bool) {
+	pos, ok := h.History.Lookup(id)
+	if !ok {
+		return 0, false
+	}
+	c := pre
+	if c.pos != pos {
+		c = h.checkID(s, id) // published or removed since: rare
+	}
+	if c.pos != pos || !c.visible {
+		return 0, false
+	}
+	return pos, true
+}
+
+// recordLookup is a History that finds a publisher's ID and its record
+// in one step, cheaper than Lookup and a Replay of that one record.
+type recordLookup interface {
+	lookupRecord(id string) (Record, bool)
 }
 
 // fanOutLocked queues frame to each subscriber matching one of rec's

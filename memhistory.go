@@ -364,6 +364,25 @@ func (m *MemoryHistory) Lookup(id string) (uint64, bool) {
 	return e.pos, ok
 }
 
+// lookupRecord is Lookup returning the record too, so the hub can tell
+// who may resume after a publisher's ID without a Replay (see
+// Hub.lookupFor). The record's slices are shared: read them only.
+func (m *MemoryHistory) lookupRecord(id string) (Record, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expireLocked()
+	e, ok := m.ids[id]
+	if !ok {
+		return Record{}, false
+	}
+	recs := m.recs[m.start:]
+	i, found := slices.BinarySearchFunc(recs, e.pos, byPosition)
+	if !found || recs[i].Topics == nil {
+		return Record{}, false
+	}
+	return recs[i], true
+}
+
 // Lost implements [History]. Records removed by the global limits count
 // as lost to everyone (the history no longer knows their topics); those
 // removed by a per-topic cap only to selectors matching one of their

@@ -115,3 +115,32 @@ func TestPrivateAndTargetedEvents(t *testing.T) {
 		t.Fatal(fmt.Sprint("the mix delivered no private or no targeted event: the test proves nothing"))
 	}
 }
+
+// What was checked before the hub's lock counts only while the ID still
+// points at the record checked: an event published (or removed) in
+// between is checked again.
+func TestLookupForRechecksAStaleAnswer(t *testing.T) {
+	h := newTestHub(t, 1<<20)
+	publish(t, h, Event{Topics: []string{"t"}, ID: "public", Data: "p"}, Event{Topics: []string{"t"}, ID: "secret", Data: "s", Private: true})
+	anonymous := &Subscriber{}
+	reader := &Subscriber{rights: []Selector{Topic("t")}}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range []struct {
+		name string
+		s    *Subscriber
+		pre  idCheck
+		want bool
+	}{
+		{"anonymous, not found before", anonymous, idCheck{}, false},
+		{"anonymous, another record visible before", anonymous, idCheck{pos: 1, visible: true}, false},
+		{"reader, not found before", reader, idCheck{}, true},
+		{"reader, another record hidden before", reader, idCheck{pos: 1}, true},
+		{"anonymous, checked before", anonymous, h.checkID(anonymous, "secret"), false},
+		{"reader, checked before", reader, h.checkID(reader, "secret"), true},
+	} {
+		if got, ok := h.lookupFor(c.s, "secret", c.pre); ok != c.want || ok && got != 2 {
+			t.Errorf("%s: lookupFor = %d, %v; want %v", c.name, got, ok, c.want)
+		}
+	}
+}

@@ -28,7 +28,9 @@
 // algorithm of the key's curve for ECDSA; EdDSA for Ed25519). So alg "none"
 // and algorithm confusion (a token HMAC-signed with the public key as the
 // secret) are rejected before any signature is computed. Tokens must carry
-// exp; exp and nbf are checked with a leeway for clock skew.
+// exp; exp and nbf are checked with a leeway for clock skew. Claims are
+// strict JSON: read by exact name, a name given twice (at the top or
+// inside the herald claim) refused, and exp, nbf and iat numbers.
 //
 // [MintHS256] makes development tokens (the herald token command).
 package auth

@@ -38,7 +38,8 @@ const (
 	// none is usable for signatures).
 	ReasonUnknownKey Reason = "unknown_key"
 	// ReasonInvalidClaims: the signature is good but the claims are not
-	// usable: no exp, or a herald claim that is not well-formed.
+	// usable: no exp, exp, nbf or iat not a number, or a herald claim
+	// that is not well-formed (a member twice included).
 	ReasonInvalidClaims Reason = "invalid_claims"
 )
 

@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -15,7 +16,8 @@ import (
 //
 // Each list holds selectors as [herald.ParseSelector] reads them: a topic
 // name, or "*" for every topic. An absent claim or list grants nothing;
-// unknown members are ignored.
+// unknown members are ignored; a member given twice makes the token
+// invalid.
 const ClaimName = "herald"
 
 // Identity is who a verified token speaks for and what it may do.
@@ -97,8 +99,12 @@ func parseRights(raw json.RawMessage) (publish, subscribe []herald.Selector, err
 	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
 		return nil, nil, nil
 	}
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &members); err != nil || members == nil {
+	members, err := objectMembers(raw)
+	if errors.Is(err, errDuplicateClaim) {
+		// Which one counts would depend on the reader.
+		return nil, nil, fmt.Errorf("claim %q has a member twice", ClaimName)
+	}
+	if err != nil {
 		return nil, nil, fmt.Errorf("claim %q must be an object", ClaimName)
 	}
 	if publish, err = parseSelectors(members["publish"], "publish"); err != nil {

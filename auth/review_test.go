@@ -51,6 +51,37 @@ func TestClaimNamesAreExact(t *testing.T) {
 	}
 }
 
+// A member given twice inside the herald claim is refused, as at the top
+// level: readers differ on which one counts, so the token cannot say what
+// it grants.
+func TestHeraldClaimMemberTwice(t *testing.T) {
+	v := newVerifier(t, auth.Config{Secret: testSecret})
+	exp := itoa(time.Now().Add(time.Hour).Unix())
+	for _, herald := range []string{
+		`{"publish":["a"],"publish":["*"]}`,
+		`{"subscribe":["a"],"publish":["a"],"subscribe":["*"]}`,
+		`{"publish":["a"],"publis\u0068":["*"]}`, // the same name, escaped
+		`{"publish":["a"],"x":1,"x":2}`,
+	} {
+		tok := rawHS256(t, `{"sub":"alice","exp":`+exp+`,"herald":`+herald+`}`)
+		id, err := v.Verify(context.Background(), tok)
+		if err == nil {
+			t.Errorf("herald claim %s accepted: publish %v, subscribe %v", herald, id.Publish, id.Subscribe)
+			continue
+		}
+		checkRejected(t, err, auth.ReasonInvalidClaims, tok, testSecret)
+		if !strings.Contains(err.Error(), "twice") {
+			t.Errorf("herald claim %s: %q does not say a member is there twice", herald, err)
+		}
+	}
+	// Distinct names, differently cased ones included, are fine.
+	tok := rawHS256(t, `{"sub":"alice","exp":`+exp+`,"herald":{"publish":["a"],"Publish":["*"],"subscribe":["b"]}}`)
+	id, err := v.Verify(context.Background(), tok)
+	if err != nil || !id.CanPublish([]string{"a"}) || id.CanPublish([]string{"z"}) {
+		t.Errorf("distinct members: %+v, %v; want publish a only", id, err)
+	}
+}
+
 func itoa(n int64) string { return strings.TrimSpace(jsonNum(n)) }
 func jsonNum(n int64) string {
 	b, _ := jwt.NewNumericDate(time.Unix(n, 0)).MarshalJSON()

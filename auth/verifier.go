@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -306,12 +307,63 @@ func (v *Verifier) Authenticate(r *http.Request) (*Identity, error) {
 type tokenClaims struct {
 	jwt.RegisteredClaims
 	Herald json.RawMessage `json:"herald"`
+	// invalid says why claims that decoded are unusable anyway: the
+	// token is refused with it once its signature is verified.
+	invalid string
 }
 
 // registeredNames are the registered claims, read by their exact names.
 var registeredNames = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
 
-var errDuplicateClaim = errors.New("a claim appears twice")
+// timeNames are the registered claims that are NumericDates: JSON
+// numbers. jwt also reads a string of digits, which no issuer should
+// send and a reader elsewhere may take differently (or not at all).
+var timeNames = []string{"exp", "nbf", "iat"}
+
+var (
+	errDuplicateClaim = errors.New("a claim appears twice")
+	errNotObject      = errors.New("not a JSON object")
+)
+
+// objectMembers reads the members of the JSON object b by their exact
+// (unescaped) names, refusing a name given twice: encoding/json would let
+// the last one win, so a token could say one thing to a reader that takes
+// the first and another to Herald.
+func objectMembers(b []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errNotObject
+	}
+	members := make(map[string]json.RawMessage)
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		name, _ := t.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, err
+		}
+		if _, dup := members[name]; dup {
+			return nil, errDuplicateClaim
+		}
+		members[name] = raw
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errNotObject // something after the object
+	}
+	return members, nil
+}
+
+// isNumber reports whether raw, one JSON value, is a number.
+func isNumber(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) > 0 && (raw[0] == '-' || '0' <= raw[0] && raw[0] <= '9')
+}
 
 // UnmarshalJSON reads the claims by their exact names and refuses a name
 // given twice. encoding/json alone would match "HERALD" or "ſub" (U+017F
@@ -319,30 +371,22 @@ var errDuplicateClaim = errors.New("a claim appears twice")
 // issuer that lets users shape any claim name would let them write their
 // own rights, subject or issuer.
 func (c *tokenClaims) UnmarshalJSON(b []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return errors.New("claims are not a JSON object")
-	}
-	members := make(map[string]json.RawMessage)
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		name, _ := t.(string)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return err
-		}
-		if _, dup := members[name]; dup {
-			return errDuplicateClaim
-		}
-		members[name] = raw
+	members, err := objectMembers(b)
+	if err != nil {
+		return err
 	}
 	registered := make(map[string]json.RawMessage, len(registeredNames))
 	for _, name := range registeredNames {
 		if raw, ok := members[name]; ok {
 			registered[name] = raw
+		}
+	}
+	for _, name := range timeNames {
+		if raw, ok := registered[name]; ok && !isNumber(raw) {
+			// Left out, so jwt neither reads nor checks it; Verify
+			// refuses the token once it knows the signature is good.
+			delete(registered, name)
+			c.invalid = "the " + name + " claim is not a number (NumericDate: seconds since 1970)"
 		}
 	}
 	// Only exact lower-case names are left, so the struct's
@@ -390,6 +434,12 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 	_, err := v.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
 		return v.keyFor(ctx, t)
 	})
+	if claims.invalid != "" && (err == nil || errors.Is(err, jwt.ErrTokenInvalidClaims)) {
+		// Signed (jwt checks claims after the signature), with a claim
+		// of the wrong type: say so, not what leaving it out caused (a
+		// missing exp).
+		return nil, newError(ReasonInvalidClaims, claims.invalid)
+	}
 	if err != nil {
 		return nil, classify(err)
 	}

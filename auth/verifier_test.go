@@ -10,8 +10,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +129,7 @@ func TestTokenCases(t *testing.T) {
 	parts := strings.Split(valid, ".")
 	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"mallory","exp":9999999999,"herald":{"publish":["*"]}}`)) + "." + parts[2]
 	noneToken := sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims())
+	inAnHour, anHourAgo := strconv.FormatInt(now.Add(time.Hour).Unix(), 10), strconv.FormatInt(now.Add(-time.Hour).Unix(), 10)
 	header := func(h string) string {
 		return base64.RawURLEncoding.EncodeToString([]byte(h)) + "." + parts[1] + "." + parts[2]
 	}
@@ -163,7 +166,14 @@ func TestTokenCases(t *testing.T) {
 		{"padding", hs, valid + "=", auth.ReasonMalformed},
 		{"too long", hs, strings.Repeat("a", auth.MaxTokenBytes+1), auth.ReasonMalformed},
 		{"critical header", hs, sign(t, jwt.SigningMethodHS256, testSecret, claims(), "crit", []string{"b64"}, "b64", false), auth.ReasonMalformed},
-		{"exp not a number", hs, sign(t, jwt.SigningMethodHS256, testSecret, claims("exp", "tomorrow")), auth.ReasonMalformed},
+		{"exp not a number", hs, sign(t, jwt.SigningMethodHS256, testSecret, claims("exp", "tomorrow")), auth.ReasonInvalidClaims},
+		// NumericDates are JSON numbers: jwt alone reads a string of digits.
+		{"exp a string of digits", hs, sign(t, jwt.SigningMethodHS256, testSecret, claims("exp", inAnHour)), auth.ReasonInvalidClaims},
+		{"exp a string of digits, bad signature", hs, sign(t, jwt.SigningMethodHS256, otherSecret, claims("exp", inAnHour)), auth.ReasonBadSignature},
+		{"nbf a string of digits", hs, sign(t, jwt.SigningMethodHS256, testSecret, claims("nbf", anHourAgo)), auth.ReasonInvalidClaims},
+		{"iat a string of digits", hs, sign(t, jwt.SigningMethodHS256, testSecret, claims("iat", anHourAgo)), auth.ReasonInvalidClaims},
+		{"exp null", hs, sign(t, jwt.SigningMethodHS256, testSecret, claims("exp", json.RawMessage("null"))), auth.ReasonInvalidClaims},
+		{"exp a fraction", hs, sign(t, jwt.SigningMethodHS256, testSecret, claims("exp", float64(now.Add(time.Hour).Unix())+0.5)), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id, err := tc.v.Verify(context.Background(), tc.token)

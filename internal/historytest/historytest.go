@@ -62,6 +62,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentReplay", s.concurrentReplay},
 		{"Model", s.model},
 		{"ModelManyHoles", s.modelManyHoles},
+		{"ResumeHidesUnseen", s.resumeHidesUnseen},
 	} {
 		t.Run(c.name, c.fn)
 	}
