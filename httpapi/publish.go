@@ -44,6 +44,7 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case !h.OpenPublish:
+		h.discardBody(w, r)
 		h.failWithReason(w, r, http.StatusForbidden, errNoPublishChoice, "publishing_disabled")
 		return
 	}
@@ -64,6 +65,7 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 	limit := h.maxPublishMemory()
 	reserved, ok := h.publishMem.acquire(r.Context(), size*PublishMemoryFactor, limit, h.publishMemoryWait())
 	if !ok {
+		h.discardBody(w, r)
 		w.Header().Set("Retry-After", "1")
 		h.failWithReason(w, r, http.StatusServiceUnavailable,
 			"too many publish bodies being processed at once (see --max-publish-memory): retry", "overloaded")
@@ -171,6 +173,27 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 // errNoPublishChoice explains why a Handler with neither PublishAuth nor
 // OpenPublish refuses to publish: secure by default, like herald serve.
 const errNoPublishChoice = "publishing is not enabled: the server must set an authenticator (Handler.PublishAuth; herald serve: a key) or open publishing explicitly (Handler.OpenPublish; herald serve --open-publish)"
+
+// discardBody reads and drops the body of a publish refused before it
+// was read, so that a publisher still sending it reads the answer: a
+// connection closed with unread bytes is reset by the kernel, which can
+// destroy the answer on its way. It holds no memory (bytes are dropped as
+// they come), reads at most MaxBodyBytes (beyond, net/http closes the
+// connection after the answer, as for any body too large) and stops at
+// the body read timeout. Once it read the whole body, the connection can
+// be kept.
+func (h *Handler) discardBody(w http.ResponseWriter, r *http.Request) {
+	if !bodyUnread(r) || r.ContentLength > h.maxBodyBytes() {
+		return
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.bodyReadTimeout()))
+	_, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, h.maxBodyBytes()))
+	_ = rc.SetReadDeadline(time.Time{})
+	if err == nil {
+		w.Header().Del("Connection")
+	}
+}
 
 // readBody reads a body of n bytes (-1: unknown) into a buffer of its
 // size, rather than letting io.ReadAll grow (and copy) one.
