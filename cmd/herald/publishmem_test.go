@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -82,6 +83,38 @@ func TestPublishMemoryBounded(t *testing.T) {
 	}
 	if hwm > publishRSSBound {
 		t.Errorf("server peak RSS %d MiB, over the %d MiB bound", hwm>>20, publishRSSBound>>20)
+	}
+}
+
+func TestServeMaxPublishMemoryNegative(t *testing.T) {
+	var errOut bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "--max-publish-memory", "-1"}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), "--max-publish-memory") {
+		t.Errorf("exit %d, stderr %q; want 2 naming the flag", code, errOut.String())
+	}
+}
+
+// A single node names itself in GET /cluster: --node-name, else host:port.
+func TestServeNodeNameWithoutCluster(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want func(node, port string) bool
+	}{
+		{[]string{"--node-name", "solo"}, func(node, _ string) bool { return node == "solo" }},
+		{nil, func(node, port string) bool { return strings.HasSuffix(node, ":"+port) && len(node) > len(port)+1 }},
+	} {
+		s := startServe(t, append([]string{"--addr", "127.0.0.1:0"}, tc.args...)...)
+		status, body := get(t, s.base+"/cluster")
+		var c struct {
+			Node  string
+			Nodes []struct{ Node string }
+		}
+		if err := json.Unmarshal([]byte(body), &c); err != nil {
+			t.Fatal(err)
+		}
+		port := s.base[strings.LastIndexByte(s.base, ':')+1:]
+		if status != http.StatusOK || !tc.want(c.Node, port) || len(c.Nodes) != 1 || c.Nodes[0].Node != c.Node {
+			t.Errorf("serve %q: GET /cluster %d %s", tc.args, status, body)
+		}
 	}
 }
 
