@@ -163,7 +163,8 @@ func looksGenerated(id string) bool {
 }
 
 // ValidateTopic reports why name cannot be a topic an event is published to.
-// "*" is refused because, as a selector, it means every topic.
+// "*" is refused because, as a selector, it means every topic; "*", "{"
+// and "}" anywhere in a name are kept for pattern selectors.
 func ValidateTopic(name string) error {
 	if reason := topicProblem(name); reason != "" {
 		return invalidEvent("%s", reason)
@@ -182,6 +183,8 @@ func topicProblem(name string) string {
 		return fmt.Sprintf("topic longer than %d bytes", MaxTopicLength)
 	case !utf8.ValidString(name):
 		return "topic is not valid UTF-8"
+	case strings.ContainsAny(name, reservedTopicChars):
+		return `topic contains "*", "{" or "}": they are reserved for pattern selectors`
 	}
 	for i := 0; i < len(name); i++ {
 		if name[i] < 0x20 || name[i] == 0x7f {

@@ -3,10 +3,15 @@ package herald
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // AllTopics is the selector that matches every topic.
 const AllTopics = "*"
+
+// reservedTopicChars may not appear in a topic name: they are kept for
+// pattern selectors, which would otherwise be ambiguous with topics.
+const reservedTopicChars = "*{}"
 
 // A Selector chooses the topics a subscriber receives.
 //
@@ -41,10 +46,15 @@ func (All) String() string { return AllTopics }
 var ErrInvalidSelector = errors.New("invalid topic selector")
 
 // ParseSelector turns a selector as written by a subscriber into a Selector:
-// "*" selects every topic, anything else one topic by name.
+// "*" selects every topic, anything else one topic by name. Selectors
+// with "*", "{" or "}" elsewhere (a*, books/{id}) are refused rather than
+// taken as a topic name: those characters are kept for pattern selectors.
 func ParseSelector(s string) (Selector, error) {
 	if s == AllTopics {
 		return All{}, nil
+	}
+	if strings.ContainsAny(s, reservedTopicChars) {
+		return nil, fmt.Errorf(`%w: pattern selectors (with "*", "{" or "}") are not supported: a selector is a topic name, or "*" alone for every topic`, ErrInvalidSelector)
 	}
 	if reason := topicProblem(s); reason != "" {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidSelector, reason)

@@ -35,7 +35,7 @@ func newCluster(t *testing.T, n int) []*clusterNode {
 	nodes := make([]*clusterNode, n)
 	for i := range nodes {
 		hub := &herald.Hub{Heartbeat: -1, Broker: broker, NodeID: fmt.Sprintf("node%d", i)}
-		api := &httpapi.Handler{Hub: hub, Logger: slog.New(slog.DiscardHandler)}
+		api := &httpapi.Handler{Hub: hub, OpenPublish: true, Logger: slog.New(slog.DiscardHandler)}
 		node := &clusterNode{}
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			switch {

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 func newHerald(t *testing.T, maxConns int) *httptest.Server {
 	t.Helper()
 	hub := &herald.Hub{Heartbeat: -1}
-	srv := httptest.NewServer(&httpapi.Handler{Hub: hub, MaxConnections: maxConns, Logger: slog.New(slog.DiscardHandler)})
+	srv := httptest.NewServer(&httpapi.Handler{Hub: hub, OpenPublish: true, MaxConnections: maxConns, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() {
 		hub.Close()
 		srv.Close()

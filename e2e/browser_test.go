@@ -261,7 +261,7 @@ func startHub(t *testing.T) string {
 	t.Helper()
 	requireBrowser(t)
 	hub := &herald.Hub{}
-	srv := httptest.NewUnstartedServer(&httpapi.Handler{Hub: hub, Page: web.Handler()})
+	srv := httptest.NewUnstartedServer(&httpapi.Handler{Hub: hub, OpenPublish: true, Page: web.Handler()})
 	// As herald serve does: plain HTTP/1.1 streams go through the engine
 	// (hijacked connections), the path most browsers get.
 	srv.Config.ConnContext = httpapi.ConnContext

@@ -25,7 +25,7 @@ func TestCrossOriginEventSource(t *testing.T) {
 	allowed, denied := page(), page()
 
 	hub := &herald.Hub{}
-	api := &httpapi.Handler{Hub: hub, CORSOrigins: []string{allowed.URL}}
+	api := &httpapi.Handler{Hub: hub, OpenPublish: true, CORSOrigins: []string{allowed.URL}}
 	srv := httptest.NewUnstartedServer(api)
 	srv.Config.ConnContext = httpapi.ConnContext
 	srv.Start()

@@ -41,6 +41,43 @@ func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, msg string) {
 	h.failWithReason(w, r, http.StatusForbidden, msg, "insufficient_scope")
 }
 
+// authorizeOperator checks that r may read GET /connections or
+// GET /cluster, which name users and their addresses: operators only,
+// that is a publisher token with the right to publish to every topic
+// ("*"), or anyone when publishing is open. It answers the refusal
+// itself.
+func (h *Handler) authorizeOperator(w http.ResponseWriter, r *http.Request) bool {
+	switch {
+	case h.PublishAuth != nil:
+		id, ok := h.authenticate(w, r, h.PublishAuth, false)
+		if !ok {
+			return false
+		}
+		if !publishesEverything(id) {
+			h.forbid(w, r, r.URL.Path+` needs a publisher token with the publish right "*"`)
+			return false
+		}
+		return true
+	case h.OpenPublish:
+		return true
+	}
+	h.failWithReason(w, r, http.StatusForbidden, r.URL.Path+" is for publishers, and "+errNoPublishChoice, "publishing_disabled")
+	return false
+}
+
+// publishesEverything reports whether id has the publish right "*".
+func publishesEverything(id *auth.Identity) bool {
+	if id == nil {
+		return false
+	}
+	for _, right := range id.Publish {
+		if _, all := right.(herald.All); all {
+			return true
+		}
+	}
+	return false
+}
+
 // authorizePublish checks that id may publish every event.
 func authorizePublish(id *auth.Identity, events []herald.Event) (string, bool) {
 	for i := range events {

@@ -90,7 +90,7 @@ func TestClientIPBehindTrustedProxies(t *testing.T) {
 // the header timeout, while established streams keep receiving.
 func TestSlowlorisClosedStreamsContinue(t *testing.T) {
 	hub := &herald.Hub{Heartbeat: -1}
-	h := &httpapi.Handler{Hub: hub}
+	h := &httpapi.Handler{Hub: hub, OpenPublish: true}
 	srv := httpapi.NewServer("127.0.0.1:0", h)
 	srv.ReadHeaderTimeout = 300 * time.Millisecond
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -3,7 +3,9 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/herald-sse/herald"
@@ -25,12 +27,11 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request) {
 // clusterTimeout bounds how long GET /cluster waits for the broker.
 const clusterTimeout = 5 * time.Second
 
-// serveCluster lists the cluster's nodes, for publishers (operators).
+// serveCluster lists the cluster's nodes, for operators (see
+// authorizeOperator).
 func (h *Handler) serveCluster(w http.ResponseWriter, r *http.Request) {
-	if h.PublishAuth != nil {
-		if _, ok := h.authenticate(w, r, h.PublishAuth, false); !ok {
-			return
-		}
+	if !h.authorizeOperator(w, r) {
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), clusterTimeout)
 	defer cancel()
@@ -40,12 +41,40 @@ func (h *Handler) serveCluster(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusServiceUnavailable, err.Error())
 		return
 	}
+	self := h.Hub.Node()
+	if self == "" {
+		// A hub without a cluster or a NodeID: name it as serve would.
+		self = localName(r)
+		for i := range nodes {
+			if nodes[i].Self && nodes[i].Node == "" {
+				nodes[i].Node = self
+			}
+		}
+	}
 	body := struct {
 		Node  string            `json:"node"`
 		Ready bool              `json:"ready"`
 		Nodes []herald.NodeInfo `json:"nodes"`
-	}{Node: h.Hub.Node(), Ready: h.Hub.Ready() == nil, Nodes: nodes}
+	}{Node: self, Ready: h.Hub.Ready() == nil, Nodes: nodes}
 	writeJSON(w, http.StatusOK, body)
+}
+
+// localName is this machine's host name and the port r arrived on.
+func localName(r *http.Request) string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	port := ""
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if _, p, err := net.SplitHostPort(a.String()); err == nil {
+			port = p
+		}
+	}
+	if port == "" {
+		return host
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // subscribeFailed answers a stream request the hub refused.

@@ -70,13 +70,11 @@ func newConnectionID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// serveConnections lists the open streams. It needs a publisher's token
-// when PublishAuth is set: the list names users and addresses.
+// serveConnections lists the open streams, for operators: the list
+// names users and addresses (see authorizeOperator).
 func (h *Handler) serveConnections(w http.ResponseWriter, r *http.Request) {
-	if h.PublishAuth != nil {
-		if _, ok := h.authenticate(w, r, h.PublishAuth, false); !ok {
-			return
-		}
+	if !h.authorizeOperator(w, r) {
+		return
 	}
 	if !h.AnnounceConnections {
 		h.fail(w, r, http.StatusNotFound, "connections are not tracked (AnnounceConnections is off)")

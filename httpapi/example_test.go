@@ -4,18 +4,29 @@ import (
 	"context"
 	"log"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/auth"
 	"github.com/herald-sse/herald/httpapi"
 )
 
 // Serving a hub inside an application: the Handler is a plain http.Handler,
 // and NewServer sets timeouts that do not cut long-lived streams.
+// Publishing needs a choice: here, tokens signed with the application's
+// secret (without PublishAuth, only OpenPublish lets anyone publish).
 func ExampleHandler() {
 	hub := &herald.Hub{}
 	defer hub.Close()
-	api := &httpapi.Handler{Hub: hub, MaxConnections: 10000}
+	publishers, err := auth.NewVerifier(context.Background(), auth.Config{
+		Secret:  []byte(os.Getenv("HERALD_SECRET")),
+		Sources: auth.FromHeader, // publishers never by cookie
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	api := &httpapi.Handler{Hub: hub, MaxConnections: 10000, PublishAuth: publishers}
 
 	srv := httpapi.NewServer(":8080", api)
 	srv.RegisterOnShutdown(func() { hub.Close() }) // ends streams on Shutdown
@@ -32,7 +43,9 @@ func ExampleHandler() {
 // engine took over, which http.Server.Shutdown does not track.
 func ExampleConnContext() {
 	hub := &herald.Hub{}
-	api := &httpapi.Handler{Hub: hub}
+	// OpenPublish: anyone may publish, for local development only; in
+	// production set PublishAuth instead.
+	api := &httpapi.Handler{Hub: hub, OpenPublish: true}
 
 	mux := http.NewServeMux()
 	mux.Handle("/events", api)

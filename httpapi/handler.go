@@ -40,6 +40,18 @@ const (
 	// DefaultExpiredEvent names the last event of a stream whose token
 	// expired.
 	DefaultExpiredEvent = "herald.expired"
+	// DefaultPublishMemoryBodies is MaxPublishMemory's default, in
+	// bodies of MaxBodyBytes.
+	DefaultPublishMemoryBodies = 64
+	// DefaultPublishMemoryWait is how long a publish waits for room
+	// under MaxPublishMemory before it gets 503.
+	DefaultPublishMemoryWait = time.Second
+	// PublishMemoryFactor is how many bytes of memory a publish reserves
+	// under MaxPublishMemory per byte of body: the body, the JSON
+	// decoder's growing copy of it, the event's data and its encoded
+	// frame. A 1 MiB JSON publish allocates 8 bytes per body byte, 2 of
+	// which (data and frame) the history keeps, within its own limits.
+	PublishMemoryFactor = 6
 )
 
 // Handler is the HTTP API of a hub:
@@ -111,9 +123,26 @@ type Handler struct {
 	ExpiredEvent string
 	// PublishAuth, if set, checks publishers: a publish needs a token
 	// (401 without, with WWW-Authenticate) whose rights cover every topic
-	// of every event (403 otherwise). Nil lets anyone publish: for local
-	// development only.
+	// of every event (403 otherwise). GET /connections and GET /cluster
+	// need a token with the publish right "*". Publishing needs an
+	// explicit choice: without PublishAuth, and without OpenPublish,
+	// POST /publish, GET /connections and GET /cluster get 403.
 	PublishAuth Authenticator
+	// OpenPublish lets anyone publish (and read GET /connections and
+	// GET /cluster) when PublishAuth is nil: for local development only.
+	// It is ignored when PublishAuth is set.
+	OpenPublish bool
+	// MaxPublishMemory bounds the memory of the publish bodies being read
+	// and decoded at once. Before reading a body, a publish reserves
+	// PublishMemoryFactor times its Content-Length (MaxBodyBytes when the
+	// length is unknown); past the bound it waits up to PublishMemoryWait,
+	// then gets 503 with Retry-After. Zero means
+	// DefaultPublishMemoryBodies times MaxBodyBytes.
+	MaxPublishMemory int64
+	// PublishMemoryWait is how long a publish may wait for
+	// MaxPublishMemory to have room. Zero means DefaultPublishMemoryWait;
+	// negative does not wait.
+	PublishMemoryWait time.Duration
 	// SubscribeAuth, if set, checks subscribers: a stream needs a token
 	// whose subscribe rights cover every requested selector (403
 	// otherwise), unless Anonymous. Nil lets anyone subscribe.
@@ -131,12 +160,14 @@ type Handler struct {
 	// lists the open streams.
 	AnnounceConnections bool
 	// CORSOrigins lists the origins of other sites whose pages may use
-	// the API from a browser, with credentials: exact origins
-	// ("https://app.example.com"), subdomain wildcards
-	// ("https://*.example.com") or "*". When set, a request from any
-	// other origin is refused with 403, and preflights (OPTIONS) are
-	// answered. Empty means no CORS: only same-origin pages can read
-	// responses. Check entries with ValidateOrigin.
+	// the API from a browser: exact origins ("https://app.example.com")
+	// and subdomain patterns ("https://*.example.com"), with credentials
+	// (cookies), or "*": any other origin, without credentials (answered
+	// "Access-Control-Allow-Origin: *", and a cookie it sends does not
+	// authenticate). When set, a request from an origin not allowed is
+	// refused with 403, and preflights (OPTIONS) are answered. Empty
+	// means no CORS: only same-origin pages can read responses. Check
+	// entries with ValidateOrigin.
 	CORSOrigins []string
 	// Page, if set, is served at "/" (the embedded web page, for example).
 	Page http.Handler
@@ -154,6 +185,8 @@ type Handler struct {
 
 	idleMu      sync.Mutex
 	idleWaiters []chan struct{} // closed when streams drops to zero
+
+	publishMem byteSemaphore // MaxPublishMemory, reserved by publishes being read and decoded
 }
 
 // ServeHTTP routes a request to the endpoint for its path.
@@ -165,7 +198,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// stream slot) and never see the answer.
 		w.Header().Set("Connection", "close")
 	}
-	if !h.applyCORS(w, r) {
+	if len(r.TransferEncoding) > 0 {
+		// net/http drops a Content-Length sent with chunked encoding, so
+		// the handler cannot tell such a request (a smuggling attempt
+		// behind a proxy that reads the Content-Length) from a plain
+		// chunked one: neither is served, and the connection closes.
+		w.Header().Set("Connection", "close")
+		h.fail(w, r, http.StatusBadRequest, "Transfer-Encoding is not accepted: send the body with a Content-Length")
+		return
+	}
+	r, ok := h.applyCORS(w, r)
+	if !ok {
 		return
 	}
 	switch r.URL.Path {

@@ -66,7 +66,7 @@ func startHub(t testing.TB, configure func(*herald.Hub, *httpapi.Handler)) *test
 	t.Helper()
 	logs := &logCounter{counts: map[string]int{}}
 	hub := &herald.Hub{Heartbeat: -1}
-	h := &httpapi.Handler{Hub: hub, Logger: slog.New(logs)}
+	h := &httpapi.Handler{Hub: hub, OpenPublish: true, Logger: slog.New(logs)}
 	if configure != nil {
 		configure(hub, h)
 	}

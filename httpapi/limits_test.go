@@ -323,7 +323,7 @@ func (l smallSendBufferListener) Accept() (net.Conn, error) {
 func TestSteadySlowReaderIsNotCutOff(t *testing.T) {
 	hub := &herald.Hub{Heartbeat: -1}
 	defer hub.Close()
-	h := &httpapi.Handler{Hub: hub, WriteTimeout: 300 * time.Millisecond}
+	h := &httpapi.Handler{Hub: hub, OpenPublish: true, WriteTimeout: 300 * time.Millisecond}
 	srv := httptest.NewUnstartedServer(h)
 	srv.Listener = smallSendBufferListener{srv.Listener}
 	srv.Start()
@@ -385,7 +385,7 @@ func (c countedConn) Write(p []byte) (int, error) {
 func TestQueuedEventsLeaveInOneWrite(t *testing.T) {
 	hub := &herald.Hub{Heartbeat: -1}
 	defer hub.Close()
-	srv := httptest.NewUnstartedServer(&httpapi.Handler{Hub: hub})
+	srv := httptest.NewUnstartedServer(&httpapi.Handler{Hub: hub, OpenPublish: true})
 	counter := &writeCounter{Listener: srv.Listener}
 	srv.Listener = counter
 	srv.Start()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -34,18 +35,47 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var id *auth.Identity
-	if h.PublishAuth != nil {
+	switch {
+	case h.PublishAuth != nil:
 		// Before reading the body: an unauthenticated publisher costs
 		// nothing more.
 		var ok bool
 		if id, ok = h.authenticate(w, r, h.PublishAuth, false); !ok {
 			return
 		}
+	case !h.OpenPublish:
+		h.discardBody(w, r)
+		h.failWithReason(w, r, http.StatusForbidden, errNoPublishChoice, "publishing_disabled")
+		return
 	}
+
+	maxBody := h.maxBodyBytes()
+	if r.ContentLength > maxBody {
+		// Refused before reading: the connection closes (see ServeHTTP)
+		// instead of taking in bytes that would be thrown away.
+		h.fail(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody))
+		return
+	}
+	// The body's bytes are reserved before any is read, so concurrent
+	// publishes cannot together hold more than MaxPublishMemory.
+	size := maxBody
+	if r.ContentLength >= 0 {
+		size = r.ContentLength
+	}
+	limit := h.maxPublishMemory()
+	reserved, ok := h.publishMem.acquire(r.Context(), size*PublishMemoryFactor, limit, h.publishMemoryWait())
+	if !ok {
+		h.discardBody(w, r)
+		w.Header().Set("Retry-After", "1")
+		h.failWithReason(w, r, http.StatusServiceUnavailable,
+			"too many publish bodies being processed at once (see --max-publish-memory): retry", "overloaded")
+		return
+	}
+	defer h.publishMem.release(reserved, limit)
 
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(h.bodyReadTimeout()))
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBodyBytes()))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, maxBody), r.ContentLength)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		switch {
@@ -138,6 +168,44 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"id": ids[0]})
+}
+
+// errNoPublishChoice explains why a Handler with neither PublishAuth nor
+// OpenPublish refuses to publish: secure by default, like herald serve.
+const errNoPublishChoice = "publishing is not enabled: the server must set an authenticator (Handler.PublishAuth; herald serve: a key) or open publishing explicitly (Handler.OpenPublish; herald serve --open-publish)"
+
+// discardBody reads and drops the body of a publish refused before it
+// was read, so that a publisher still sending it reads the answer: a
+// connection closed with unread bytes is reset by the kernel, which can
+// destroy the answer on its way. It holds no memory (bytes are dropped as
+// they come), reads at most MaxBodyBytes (beyond, net/http closes the
+// connection after the answer, as for any body too large) and stops at
+// the body read timeout. Once it read the whole body, the connection can
+// be kept.
+func (h *Handler) discardBody(w http.ResponseWriter, r *http.Request) {
+	if !bodyUnread(r) || r.ContentLength > h.maxBodyBytes() {
+		return
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.bodyReadTimeout()))
+	_, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, h.maxBodyBytes()))
+	_ = rc.SetReadDeadline(time.Time{})
+	if err == nil {
+		w.Header().Del("Connection")
+	}
+}
+
+// readBody reads a body of n bytes (-1: unknown) into a buffer of its
+// size, rather than letting io.ReadAll grow (and copy) one.
+func readBody(r io.Reader, n int64) ([]byte, error) {
+	if n < 0 {
+		return io.ReadAll(r)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	return body, nil
 }
 
 // jsonEvent is one event of a JSON publish body.
@@ -287,6 +355,11 @@ func jsonError(err error) error {
 // formFields are the fields a form publish may carry; only topic repeats.
 var formFields = map[string]bool{"topic": true, "data": true, "event": true, "id": true, "retry": true, "private": true}
 
+// formBools are the values a form's boolean field may have: "on" is what
+// an HTML checkbox sends, empty what an unchecked one with a hidden
+// default might.
+var formBools = map[string]bool{"on": true, "true": true, "1": true, "off": false, "false": false, "0": false, "": false}
+
 // decodeFormEvent reads an application/x-www-form-urlencoded publish, so
 // that `curl -d topic=news -d data=hello` works.
 func decodeFormEvent(body []byte) (herald.Event, error) {
@@ -311,9 +384,9 @@ func decodeFormEvent(body []byte) (herald.Event, error) {
 	e.Type = form.Get("event")
 	e.ID = form.Get("id")
 	if v, ok := form["private"]; ok {
-		private, err := strconv.ParseBool(v[0])
-		if err != nil {
-			return e, errors.New(`"private" must be true or false`)
+		private, ok := formBools[strings.ToLower(v[0])]
+		if !ok {
+			return e, errors.New(`"private" must be on, true or 1 (or off, false, 0, empty)`)
 		}
 		e.Private = private
 	}

@@ -120,6 +120,11 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) {
 			h.forbid(w, r, msg)
 			return
 		}
+		if id != nil && id.Subject == "" && h.MaxConnectionsPerSubject > 0 {
+			// A token without sub names no user to count it against.
+			h.failWithReason(w, r, http.StatusForbidden, "the token has no sub claim: streams are capped per subject (--max-connections-per-subject)", "missing_subject")
+			return
+		}
 		if id != nil {
 			// Private events need a subscribe right for one of their
 			// topics; targeted ones, this subject.

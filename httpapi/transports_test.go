@@ -53,7 +53,7 @@ func startTransport(t *testing.T, mode string, configure func(*herald.Hub, *http
 	t.Helper()
 	logs := &logCounter{counts: map[string]int{}}
 	hub := &herald.Hub{Heartbeat: -1}
-	h := &httpapi.Handler{Hub: hub, Logger: slog.New(logs)}
+	h := &httpapi.Handler{Hub: hub, OpenPublish: true, Logger: slog.New(logs)}
 	if configure != nil {
 		configure(hub, h)
 	}

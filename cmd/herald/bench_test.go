@@ -29,7 +29,7 @@ func init() {
 func newBenchTarget(t *testing.T) string {
 	t.Helper()
 	hub := &herald.Hub{Heartbeat: -1}
-	srv := httptest.NewServer(&httpapi.Handler{Hub: hub, Logger: slog.New(slog.DiscardHandler)})
+	srv := httptest.NewServer(&httpapi.Handler{Hub: hub, OpenPublish: true, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() {
 		hub.Close()
 		srv.Close()
@@ -96,7 +96,7 @@ func TestBenchCluster(t *testing.T) {
 	var urls []string
 	for i := range 2 {
 		hub := &herald.Hub{Heartbeat: -1, Broker: broker, NodeID: fmt.Sprintf("n%d", i)}
-		srv := httptest.NewServer(&httpapi.Handler{Hub: hub, Logger: slog.New(slog.DiscardHandler)})
+		srv := httptest.NewServer(&httpapi.Handler{Hub: hub, OpenPublish: true, Logger: slog.New(slog.DiscardHandler)})
 		t.Cleanup(func() {
 			hub.Close()
 			srv.Close()

@@ -43,6 +43,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	trustedProxies := fs.String("trusted-proxies", "", "comma-separated `addresses or CIDRs` of reverse proxies whose X-Forwarded-For names the client")
 	queueBytes := fs.Int("queue-bytes", herald.DefaultQueueBytes, "`bytes` that may wait for one slow stream before it is dropped")
 	maxBody := fs.Int64("max-body", httpapi.DefaultMaxBodyBytes, "largest publish body in `bytes`")
+	maxPublishMemory := fs.Int64("max-publish-memory", 0, "most `bytes` publishes being read and decoded may hold at once ("+strconv.Itoa(httpapi.PublishMemoryFactor)+" per body byte; 503 with Retry-After beyond, after waiting up to 1s); 0 means "+strconv.Itoa(httpapi.DefaultPublishMemoryBodies)+" × --max-body")
 	writeTimeout := fs.Duration("write-timeout", httpapi.DefaultWriteTimeout, "how long a stream client may take to accept 64 KiB before it is dropped; 0 disables")
 	retry := fs.Duration("retry", httpapi.DefaultRetry, "reconnection delay sent at the start of every stream; 0 sends none")
 	resetEvent := fs.String("reset-event", httpapi.DefaultResetEvent, "event `type` that starts a stream whose Last-Event-ID cannot be resumed from")
@@ -119,6 +120,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return usageError(stderr, "--max-connections must not be negative")
 	case *queueBytes <= 0 || *maxBody <= 0:
 		return usageError(stderr, "--queue-bytes and --max-body must be positive")
+	case *maxPublishMemory < 0:
+		return usageError(stderr, "--max-publish-memory must not be negative")
 	case *writeTimeout < 0 || *shutdownTimeout < 0:
 		return usageError(stderr, "--write-timeout and --shutdown-timeout must not be negative")
 	case *retry != 0 && *retry < time.Millisecond:
@@ -243,6 +246,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		Hub:                      hub,
 		MaxConnections:           *maxConns,
 		MaxBodyBytes:             *maxBody,
+		MaxPublishMemory:         *maxPublishMemory,
+		OpenPublish:              *openPublish,
 		WriteTimeout:             *writeTimeout,
 		Retry:                    *retry,
 		ResetEvent:               *resetEvent,
@@ -315,12 +320,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		}
 		return err
 	}
+	hub.NodeID = *nodeName
+	if hub.NodeID == "" {
+		host, _ := os.Hostname()
+		hub.NodeID = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	}
 	if clustered {
-		hub.NodeID = *nodeName
-		if hub.NodeID == "" {
-			host, _ := os.Hostname()
-			hub.NodeID = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-		}
 		go func() {
 			if err := hub.WaitSynced(context.WithoutCancel(ctx)); err == nil {
 				logger.Info("in sync with the cluster's log: ready", "node", hub.Node())
