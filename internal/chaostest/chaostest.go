@@ -132,8 +132,8 @@ func Run(t *testing.T, long bool, target Target) {
 }
 
 // subscriber reads until it has every event in want, dropping the
-// connection after a random number of events (1 to maxRun) and resuming with the last
-// ID it saw. Any gap, duplicate or reordering is an error.
+// connection after a random number of events (1 to maxRun) and resuming
+// with the last ID it saw. Any gap, duplicate or reordering is an error.
 func subscriber(ctx context.Context, client *http.Client, base string, selectors []string, want []int, maxRun int, rng *rand.Rand, connected *sync.WaitGroup, reconnects *atomic.Int64) error {
 	q := url.Values{"topic": selectors}
 	lastID := ""
