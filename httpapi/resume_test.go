@@ -178,15 +178,15 @@ func TestResetEventNameAndEmptyHistory(t *testing.T) {
 	expectData(t, again, "0", "1")
 }
 
-// 200 subscribers on overlapping selectors drop their connections at
-// random moments and reconnect with their last ID while 20,000 numbered
-// events are published: each ends with exactly the events it matches, in
-// order, once each.
+// Subscribers on overlapping selectors drop their connections at random
+// moments and reconnect with their last ID while numbered events are
+// published: each ends with exactly the events it matches, in order, once
+// each (chaostest.Run; -long for the soak size).
 func TestChaosResume(t *testing.T) {
 	for _, mode := range []string{"engine", "goroutine"} {
 		t.Run(mode, func(t *testing.T) {
 			th := startTransport(t, mode, nil)
-			chaostest.Run(t, chaostest.Target{
+			chaostest.Run(t, *long, chaostest.Target{
 				URL: th.srv.URL,
 				Publish: func(events []herald.Event) error {
 					_, err := th.hub.Publish(events...)

@@ -31,16 +31,20 @@ type Target struct {
 	Restart func()
 }
 
-// Run is the chaos test: 200 subscribers on overlapping selectors drop
-// their connections at random moments and reconnect with their last ID
-// while 20,000 numbered events are published; each must end with exactly
-// the events it matches, in order, once each.
-func Run(t *testing.T, target Target) {
-	const (
-		subscribers = 200
-		events      = 20000
-		topics      = 10
-	)
+// Run is the chaos test: subscribers on overlapping selectors drop their
+// connections at random moments and reconnect with their last ID while
+// numbered events are published; each must end with exactly the events
+// it matches, in order, once each. The default run has 100 subscribers
+// and 5,000 events; long (go test -long) is the soak run, 200 and 20,000.
+func Run(t *testing.T, long bool, target Target) {
+	// maxRun is the most events a subscriber reads before it drops the
+	// connection: in proportion to the events, so that the default run
+	// resumes about as often per subscriber as the soak run.
+	subscribers, events, maxRun := 100, 5000, 100
+	if long {
+		subscribers, events, maxRun = 200, 20000, 400
+	}
+	const topics = 10
 	if testing.Short() {
 		t.Skip("chaos test skipped in -short mode")
 	}
@@ -89,7 +93,7 @@ func Run(t *testing.T, target Target) {
 		s := subs[i]
 		seed := uint64(i)
 		go func() {
-			errs <- subscriber(ctx, client, target.URL, s.selectors, s.want, rand.New(rand.NewPCG(seed, 7)), &connected, &reconnects)
+			errs <- subscriber(ctx, client, target.URL, s.selectors, s.want, maxRun, rand.New(rand.NewPCG(seed, 7)), &connected, &reconnects)
 		}()
 	}
 	connected.Wait() // everyone is subscribed before the first event
@@ -122,15 +126,15 @@ func Run(t *testing.T, target Target) {
 		}
 	}
 	t.Logf("%d reconnects", reconnects.Load())
-	if reconnects.Load() < subscribers {
+	if reconnects.Load() < int64(subscribers) {
 		t.Errorf("only %d reconnects: the test did not exercise resuming", reconnects.Load())
 	}
 }
 
 // subscriber reads until it has every event in want, dropping the
-// connection after a random number of events and resuming with the last
-// ID it saw. Any gap, duplicate or reordering is an error.
-func subscriber(ctx context.Context, client *http.Client, base string, selectors []string, want []int, rng *rand.Rand, connected *sync.WaitGroup, reconnects *atomic.Int64) error {
+// connection after a random number of events (1 to maxRun) and resuming
+// with the last ID it saw. Any gap, duplicate or reordering is an error.
+func subscriber(ctx context.Context, client *http.Client, base string, selectors []string, want []int, maxRun int, rng *rand.Rand, connected *sync.WaitGroup, reconnects *atomic.Int64) error {
 	q := url.Values{"topic": selectors}
 	lastID := ""
 	got := 0
@@ -159,7 +163,7 @@ func subscriber(ctx context.Context, client *http.Client, base string, selectors
 			reconnects.Add(1)
 		}
 		dec := sse.NewDecoder(resp.Body)
-		budget := 1 + rng.IntN(400)
+		budget := 1 + rng.IntN(maxRun)
 		for ; budget > 0 && got < len(want); budget-- {
 			m, err := dec.Next()
 			if err != nil {
