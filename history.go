@@ -89,6 +89,14 @@ type History interface {
 	Close() error
 }
 
+// HealthChecker is implemented by a [History] that can fail for a while
+// and recover (a store on a full disk, say). Healthy returns nil, or why
+// appends fail now; [Hub.Ready] reports it, so that a load balancer takes
+// the node out until the store writes again.
+type HealthChecker interface {
+	Healthy() error
+}
+
 // epochLength is the length of NewEpoch's names.
 const epochLength = 12
 

@@ -149,6 +149,9 @@ var (
 	// maxTrim bounds the records one transaction removes for the global
 	// limits beyond those it adds, so a lowered limit is applied in steps.
 	maxTrim = 50_000
+	// retryInterval is how long after a failed commit the writer tries
+	// again on its own, so that Healthy recovers without publishes.
+	retryInterval = time.Second
 )
 
 // pageSize is how many records Replay hands over at a time; no
@@ -168,6 +171,7 @@ var (
 	bucketIDs        = []byte("ids")
 	bucketHoles      = []byte("holes")
 	bucketHoleTopics = []byte("holetopics")
+	bucketGaps       = []byte("gaps")
 
 	// Version 1 only.
 	bucketLost    = []byte("lost")
@@ -208,8 +212,8 @@ type History struct {
 	queued      int               // records in queue
 	queuedBytes int               // their sizes
 	queuedIDs   map[string]uint64 // publisher ID -> newest queued position carrying it
-	failed      []hole            // records of failed commits, ascending, not yet persisted as holes
-	failDropped uint64            // positions up to it are lost (failed holes folded), not yet persisted
+	newGaps     []gap             // ranges lost to everyone (corrupt records readers met), not yet persisted
+	commitErr   error             // why the last commit failed, until one succeeds
 	front       time.Time         // Time of the oldest retained record, zero if none
 	started     uint64            // flushes the writer began
 	finished    uint64            // flushes it completed
@@ -242,11 +246,55 @@ func (s *state) clone() state {
 	return c
 }
 
-// hole is a record removed by a per-topic cap, or never stored because
-// its commit failed: lost to the selectors matching one of its topics.
+// hole is a record removed by a per-topic cap: lost to the selectors
+// matching one of its topics.
 type hole struct {
 	pos    uint64
 	topics []string
+}
+
+// gap is the positions from..to, lost to everyone; no record retained
+// (and readable) lies in it. Holes beyond the bound fold into gaps, not
+// into dropped, when retained records lie below them: folding them into
+// dropped would make those records unreachable.
+type gap struct{ from, to uint64 }
+
+// addGap adds from..to to the ascending, disjoint gaps, merging it with
+// those it overlaps or touches.
+func addGap(gaps []gap, from, to uint64) []gap {
+	i := sort.Search(len(gaps), func(i int) bool { return gaps[i].to+1 >= from })
+	j := i
+	for j < len(gaps) && gaps[j].from <= to+1 {
+		from, to = min(from, gaps[j].from), max(to, gaps[j].to)
+		j++
+	}
+	return slices.Replace(gaps, i, j, gap{from, to})
+}
+
+// removeGap takes the positions of g out of the ascending, disjoint
+// gaps.
+func removeGap(gaps []gap, g gap) []gap {
+	var out []gap
+	for _, x := range gaps {
+		if x.to < g.from || x.from > g.to {
+			out = append(out, x)
+			continue
+		}
+		if x.from < g.from {
+			out = append(out, gap{x.from, g.from - 1})
+		}
+		if x.to > g.to {
+			out = append(out, gap{g.to + 1, x.to})
+		}
+	}
+	return out
+}
+
+// gapsLost reports whether one of the ascending, disjoint gaps has a
+// position in (after, upTo].
+func gapsLost(gaps []gap, after, upTo uint64) bool {
+	i := sort.Search(len(gaps), func(i int) bool { return gaps[i].to > after })
+	return i < len(gaps) && gaps[i].from <= upTo
 }
 
 // batch is records appended together; their publishers wait on done.
@@ -313,7 +361,7 @@ func Open(path string, opts Options) (*History, error) {
 	}
 	// Apply the retention, which may have changed since the last run.
 	for {
-		more, err := h.commit(nil, 0, nil, 0)
+		more, err := h.commit(nil, 0, nil)
 		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("bolt: applying retention: %w", err)
@@ -331,7 +379,7 @@ func Open(path string, opts Options) (*History, error) {
 // block of positions.
 func (h *History) load() error {
 	err := h.db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketRecords, bucketTopics, bucketIDs, bucketHoles, bucketHoleTopics} {
+		for _, name := range [][]byte{bucketMeta, bucketRecords, bucketTopics, bucketIDs, bucketHoles, bucketHoleTopics, bucketGaps} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -597,6 +645,19 @@ func (h *History) Append(recs []herald.Record) (func() error, error) {
 	return b.wait, nil
 }
 
+// Healthy implements [herald.HealthChecker]: while the last commit failed
+// (the disk is full, say), it returns why, and publishes fail. The writer
+// tries again every second, and with every publish; the first commit that
+// succeeds makes it healthy again.
+func (h *History) Healthy() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.commitErr != nil {
+		return fmt.Errorf("bolt: the last commit to %s failed, publishes fail until one succeeds: %w", h.path, h.commitErr)
+	}
+	return nil
+}
+
 func (h *History) wakeWriter() {
 	select {
 	case h.kick <- struct{}{}:
@@ -612,10 +673,17 @@ func (h *History) run() {
 	timer.Stop()
 	for {
 		h.mu.Lock()
-		front := h.front
+		front, failing := h.front, h.commitErr != nil
 		h.mu.Unlock()
+		var wait time.Duration = -1
 		if !front.IsZero() {
-			timer.Reset(max(time.Until(front.Add(h.retention.MaxAge)), 0) + time.Millisecond)
+			wait = max(time.Until(front.Add(h.retention.MaxAge)), 0) + time.Millisecond
+		}
+		if failing && (wait < 0 || wait > retryInterval) {
+			wait = retryInterval
+		}
+		if wait >= 0 {
+			timer.Reset(wait)
 		}
 		select {
 		case <-h.kick:
@@ -654,10 +722,8 @@ func (h *History) flush() bool {
 	}
 	wantReserve := h.wantReserve
 	expire := !h.front.IsZero() && h.front.Before(time.Now().Add(-h.retention.MaxAge))
-	// Only the writer adds failed holes: those of this snapshot are the
-	// ones this transaction persists.
-	failed := slices.Clone(h.failed)
-	failDropped := h.failDropped
+	gaps := slices.Clone(h.newGaps)
+	probe := h.commitErr != nil // a commit after a failure shows whether the store writes again
 	h.started++
 	gen := h.started
 	h.mu.Unlock()
@@ -676,8 +742,8 @@ func (h *History) flush() bool {
 		reserved  = h.st.reserved
 		committed = false
 	)
-	if len(recs) > 0 || wantReserve > reserved || expire || len(failed) > 0 || failDropped > 0 {
-		more, err = h.commit(recs, wantReserve, failed, failDropped)
+	if len(recs) > 0 || wantReserve > reserved || expire || len(gaps) > 0 || probe {
+		more, err = h.commit(recs, wantReserve, gaps)
 		committed = err == nil
 	}
 	var resErr error
@@ -697,24 +763,20 @@ func (h *History) flush() bool {
 		}
 	}
 	if committed {
-		// The holes are on disk now.
-		clear(h.failed[:len(failed)])
-		h.failed = h.failed[len(failed):]
-		if h.failDropped <= h.st.dropped {
-			h.failDropped = 0
+		// Readers may have added gaps meanwhile; those of the snapshot
+		// are on disk.
+		for _, g := range gaps {
+			h.newGaps = removeGap(h.newGaps, g)
 		}
+		h.commitErr = nil
 	}
 	if err != nil {
-		// The records were delivered and their positions handed out:
-		// they are holes from now on, so no resume silently skips them.
-		for _, r := range recs {
-			h.failed = append(h.failed, hole{pos: r.Position, topics: r.Topics})
-		}
-		if n := len(h.failed) - h.retention.MaxEvents; n > 0 {
-			h.failDropped = max(h.failDropped, h.failed[n-1].pos)
-			clear(h.failed[:n])
-			h.failed = h.failed[n:]
-		}
+		// The records were never stored: their publishes fail, and they
+		// are gone like those a crash cuts off before their commit (see
+		// the package doc). They are not lost events: nothing
+		// acknowledged is missing, so resumes over their positions
+		// continue without a reset.
+		h.commitErr = err
 	}
 	k := copy(h.queue, h.queue[len(take):])
 	clear(h.queue[k:])
@@ -744,7 +806,7 @@ func (h *History) flush() bool {
 	h.mu.Unlock()
 
 	if err != nil {
-		err = fmt.Errorf("bolt: committing: %w", err)
+		err = fmt.Errorf("bolt: committing to %s: %w", h.path, err)
 	}
 	for _, b := range take {
 		b.err = err
@@ -753,11 +815,10 @@ func (h *History) flush() bool {
 	return more
 }
 
-// commit writes the holes of failed commits (failed, and the positions
-// up to failDropped) and recs, and applies retention, in one transaction,
-// updating h.st if it commits. It reports whether the global limits still
-// need another transaction.
-func (h *History) commit(recs []herald.Record, reserve uint64, failed []hole, failDropped uint64) (more bool, err error) {
+// commit writes the gaps not yet persisted and recs, and applies
+// retention, in one transaction, updating h.st if it commits. It reports
+// whether the global limits still need another transaction.
+func (h *History) commit(recs []herald.Record, reserve uint64, gaps []gap) (more bool, err error) {
 	st := h.st.clone()
 	st.reserved = max(st.reserved, reserve)
 	err = h.db.Update(func(tx *bbolt.Tx) error {
@@ -770,11 +831,11 @@ func (h *History) commit(recs []herald.Record, reserve uint64, failed []hole, fa
 			ids:        tx.Bucket(bucketIDs),
 			holes:      tx.Bucket(bucketHoles),
 			holeTopics: tx.Bucket(bucketHoleTopics),
+			gaps:       tx.Bucket(bucketGaps),
 		}
 		w.records.FillPercent = 1 // keys only ever grow
-		st.dropped = max(st.dropped, failDropped)
-		for _, x := range failed {
-			if err := w.addHole(x.pos, x.topics); err != nil {
+		for _, g := range gaps {
+			if err := w.addGap(g.from, g.to); err != nil {
 				return err
 			}
 		}
@@ -815,9 +876,9 @@ var errInjected = errors.New("injected failure")
 
 // writeTx is the work of one write transaction.
 type writeTx struct {
-	h                                             *History
-	st                                            *state
-	meta, records, topics, ids, holes, holeTopics *bbolt.Bucket
+	h                                                   *History
+	st                                                  *state
+	meta, records, topics, ids, holes, holeTopics, gaps *bbolt.Bucket
 }
 
 func (w *writeTx) insert(r *herald.Record) error {
@@ -942,8 +1003,12 @@ func (w *writeTx) addHole(pos uint64, topics []string) error {
 }
 
 // forgetHoles deletes the holes that dropped covers, and folds the oldest
-// into dropped while there are more than MaxEvents.
+// while there are more than MaxEvents: into dropped if no record is
+// retained below it, else into a gap, so that no retained record becomes
+// unreachable. They stay bounded, paid for with caution (more resumes
+// report a loss). Then it tidies the gaps.
 func (w *writeTx) forgetHoles() error {
+	first := w.firstRecord()
 	c := w.holes.Cursor()
 	var topics []string
 	for k, v := c.First(); k != nil; k, v = c.First() {
@@ -965,12 +1030,93 @@ func (w *writeTx) forgetHoles() error {
 			return err
 		}
 		w.st.holes--
-		w.st.dropped = max(w.st.dropped, pos)
+		switch {
+		case pos <= w.st.dropped:
+		case first == 0 || pos < first:
+			w.st.dropped = pos
+		default:
+			if err := w.addGap(pos, pos); err != nil {
+				return err
+			}
+		}
 	}
 	if k, _ := c.First(); k == nil {
 		w.st.holes = 0 // the count can only be wrong in a damaged file
 	}
+	return w.forgetGaps(first)
+}
+
+// firstRecord returns the oldest retained position, 0 if none.
+func (w *writeTx) firstRecord() uint64 {
+	k, _ := w.records.Cursor().First()
+	if k == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(k)
+}
+
+// forgetGaps deletes the gaps dropped covers, and folds into dropped
+// those below the oldest retained record (first, 0 if none).
+func (w *writeTx) forgetGaps(first uint64) error {
+	c := w.gaps.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.First() {
+		to := getU64(v)
+		switch {
+		case to <= w.st.dropped:
+		case first == 0 || to < first:
+			w.st.dropped = to
+		default:
+			return nil
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// addGap records that from..to is lost to everyone, merged with the gaps
+// it overlaps or touches, and with its neighbours when no record is
+// retained between them (which keeps the gaps fewer than the records).
+func (w *writeTx) addGap(from, to uint64) error {
+	if to <= w.st.dropped {
+		return nil
+	}
+	from = max(from, w.st.dropped+1)
+	c := w.gaps.Cursor()
+	// The gap before (or holding) from.
+	k, v := c.Seek(u64(from + 1))
+	if k == nil {
+		k, v = c.Last()
+	} else {
+		k, v = c.Prev()
+	}
+	if k != nil && w.noRecordBetween(getU64(v), from) {
+		from = min(from, getU64(k))
+		to = max(to, getU64(v))
+	}
+	// The gaps after from that it reaches.
+	for k, v = c.Seek(u64(from)); k != nil; k, v = c.Seek(u64(from)) {
+		start := getU64(k)
+		if start > to+1 && !w.noRecordBetween(to, start) {
+			break
+		}
+		to = max(to, getU64(v))
+		if err := w.gaps.Delete(k); err != nil {
+			return err
+		}
+	}
+	return w.gaps.Put(u64(from), u64(to))
+}
+
+// noRecordBetween reports whether no record is retained strictly between
+// a and b.
+func (w *writeTx) noRecordBetween(a, b uint64) bool {
+	if b <= a+1 {
+		return true
+	}
+	k, _ := w.records.Cursor().Seek(u64(a + 1))
+	return k == nil || binary.BigEndian.Uint64(k) >= b
 }
 
 // trim removes the oldest records while a global limit is exceeded, at
@@ -1068,10 +1214,10 @@ func (h *History) Lost(after, upTo uint64, selectors []herald.Selector) bool {
 		return false
 	}
 	h.expireDue()
-	// The failed holes before the file: the writer deletes them from
-	// memory only once a transaction persisted them.
+	// The gaps before the file: the writer deletes them from memory only
+	// once a transaction persisted them.
 	h.mu.Lock()
-	lost := h.failedLostLocked(after, upTo, selectors)
+	lost := gapsLost(h.newGaps, after, upTo)
 	h.mu.Unlock()
 	if lost {
 		return true
@@ -1082,24 +1228,6 @@ func (h *History) Lost(after, upTo uint64, selectors []herald.Selector) bool {
 		return nil
 	})
 	return lost
-}
-
-// failedLostLocked is Lost for the holes of failed commits not yet
-// persisted.
-func (h *History) failedLostLocked(after, upTo uint64, selectors []herald.Selector) bool {
-	if after >= upTo {
-		return false
-	}
-	if h.failDropped > after {
-		return true
-	}
-	i := sort.Search(len(h.failed), func(i int) bool { return h.failed[i].pos > after })
-	for ; i < len(h.failed) && h.failed[i].pos <= upTo; i++ {
-		if herald.Matches(selectors, h.failed[i].topics) {
-			return true
-		}
-	}
-	return false
 }
 
 // topicNames returns the distinct names of selectors if they are all
@@ -1118,14 +1246,26 @@ func topicNames(selectors []herald.Selector) []string {
 	return names
 }
 
-// lostIn is Lost as committed: dropped, then the holes in (after, upTo],
-// through the "holetopics" index if topics (the names of selectors) is
-// not nil.
+// lostIn is Lost as committed: dropped, the gaps, then the holes in
+// (after, upTo], through the "holetopics" index if topics (the names of
+// selectors) is not nil.
 func lostIn(tx *bbolt.Tx, after, upTo uint64, selectors []herald.Selector, topics []string) bool {
 	if after >= upTo {
 		return false
 	}
 	if getU64(tx.Bucket(bucketMeta).Get(keyDropped)) > after {
+		return true
+	}
+	// Gaps are disjoint: the last one starting at or before upTo ends
+	// last among those.
+	gc := tx.Bucket(bucketGaps).Cursor()
+	k, v := gc.Seek(u64(upTo + 1))
+	if k == nil {
+		k, v = gc.Last()
+	} else {
+		k, v = gc.Prev()
+	}
+	if k != nil && getU64(v) > after {
 		return true
 	}
 	from := u64(after + 1)
@@ -1228,11 +1368,11 @@ func (h *History) Replay(after, upTo uint64, selectors []herald.Selector, fn fun
 
 // pendingPage appends to page the queued records after cursor up to upTo
 // that selectors match, at most a page of them; truncated says whether it
-// stopped for that, lost whether a failed commit left a hole there.
+// stopped for that, lost whether a gap not yet persisted is there.
 func (h *History) pendingPage(page []herald.Record, cursor, upTo uint64, selectors []herald.Selector) (_ []herald.Record, truncated, lost bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.failedLostLocked(cursor, upTo, selectors) {
+	if gapsLost(h.newGaps, cursor, upTo) {
 		return page, false, true
 	}
 	for _, b := range h.queue {
