@@ -83,6 +83,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"os"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -129,6 +133,8 @@ type Options struct {
 	// process (or another Open of the same file) holds. Zero means one
 	// second; negative means waiting forever.
 	LockTimeout time.Duration
+	// Logger reports corrupt records found; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // ErrClosed is returned by Append after Close.
@@ -160,9 +166,9 @@ const pageSize = 256
 
 // formatVersion 2 replaced version 1's per-topic loss marks ("lost",
 // "lostpos") with holes; version 3 added to the record encoding who may
-// receive it (Private, ToUsers, ToConnections). Open converts older
-// files.
-const formatVersion = 3
+// receive it (Private, ToUsers, ToConnections); version 4 a checksum to
+// each record, and the "gaps" bucket. Open converts older files.
+const formatVersion = 4
 
 var (
 	bucketMeta       = []byte("meta")
@@ -186,8 +192,8 @@ var (
 	keyDropped  = []byte("dropped")
 	keyHoles    = []byte("holes")
 
-	// keyUpgraded is, while Open converts a version 2 file's records to
-	// version 3, the last position converted.
+	// keyUpgraded is, while Open converts a version 2 or 3 file's records
+	// to the current encoding, the last position converted.
 	keyUpgraded = []byte("upgraded")
 )
 
@@ -199,6 +205,7 @@ type History struct {
 	epoch     string
 	retention herald.Retention
 	noSync    bool
+	log       *slog.Logger
 
 	mu          sync.Mutex
 	cond        *sync.Cond // broadcast when the writer finished a flush or the history closes
@@ -317,7 +324,14 @@ func newBatch() *batch {
 
 // Open opens the history stored at path, creating the file if needed, and
 // starts its writer. Close it when done.
-func Open(path string, opts Options) (*History, error) {
+//
+// A file that is not a sound history is an error naming it, never a
+// panic nor a silent fresh start: an empty (0-byte) file, one that is not
+// a bbolt file, and one whose structure is damaged (Open walks every page
+// of the file; about a tenth of a second per 100,000 records). Records
+// whose checksum fails are reported in the log and are lost from then on
+// (a resume over one gets a reset), never served.
+func Open(path string, opts Options) (_ *History, err error) {
 	timeout := opts.LockTimeout
 	switch {
 	case timeout == 0:
@@ -328,7 +342,34 @@ func Open(path string, opts Options) (*History, error) {
 	if opts.Sync != SyncAlways && opts.Sync != SyncNever {
 		return nil, fmt.Errorf("bolt: unknown sync policy %d", int(opts.Sync))
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+	fi, err := os.Stat(path)
+	if err == nil && fi.Size() == 0 {
+		// bbolt would make it a new, empty history: the events it held
+		// (if the file was cut by a failing disk or a bad copy) would be
+		// forgotten without a word.
+		return nil, fmt.Errorf("bolt: %s is empty (0 bytes), not a history: restore it from a backup, or delete it to start a fresh history", path)
+	}
+	if err == nil {
+		if err := checkLocked(path, timeout); err != nil {
+			return nil, err
+		}
+	}
+	// Damage checkLocked missed may still make bbolt panic, or read past
+	// the end of its mapping: both become an error naming the file.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var db *bbolt.DB
+	defer func() {
+		if p := recover(); p != nil {
+			if db != nil {
+				func() {
+					defer func() { _ = recover() }()
+					db.Close()
+				}()
+			}
+			err = fmt.Errorf("bolt: %s is damaged (%v): restore it from a backup, or delete it to start a fresh history", path, p)
+		}
+	}()
+	db, err = bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout:        timeout,
 		NoSync:         opts.Sync == SyncNever,
 		FreelistType:   bbolt.FreelistMapType,
@@ -338,13 +379,18 @@ func Open(path string, opts Options) (*History, error) {
 		return nil, fmt.Errorf("bolt: %s is locked by another process (or another Open)", path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bolt: %w", err)
+		return nil, fmt.Errorf("bolt: opening %s: %w (if the file is damaged, restore it from a backup, or delete it to start a fresh history)", path, err)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
 	}
 	h := &History{
 		db:        db,
 		path:      path,
 		retention: opts.Retention.WithDefaults(),
 		noSync:    opts.Sync == SyncNever,
+		log:       logger,
 		queuedIDs: make(map[string]uint64),
 		kick:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
@@ -359,13 +405,29 @@ func Open(path string, opts Options) (*History, error) {
 		db.Close()
 		return nil, err
 	}
+	corrupt, err := h.check()
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("bolt: %s is damaged (%w): restore it from a backup, or delete it to start a fresh history", path, err)
+	}
+	var gaps []gap
+	for i, pos := range corrupt {
+		if i < 10 {
+			h.log.Error("bolt: corrupt record, treated as lost: restore the file from a backup to get it back", "path", path, "position", pos)
+		}
+		gaps = addGap(gaps, pos, pos)
+	}
+	if len(corrupt) > 10 {
+		h.log.Error("bolt: more corrupt records, treated as lost", "path", path, "count", len(corrupt))
+	}
 	// Apply the retention, which may have changed since the last run.
 	for {
-		more, err := h.commit(nil, 0, nil)
+		more, err := h.commit(nil, 0, gaps)
 		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("bolt: applying retention: %w", err)
 		}
+		gaps = nil
 		if !more {
 			break
 		}
@@ -373,6 +435,42 @@ func Open(path string, opts Options) (*History, error) {
 	h.front = h.st.front
 	go h.run()
 	return h, nil
+}
+
+// checkLocked checks the structure of the existing file at path (see
+// checkStructure) under a shared lock, which fails while another process
+// writes it.
+func checkLocked(path string, timeout time.Duration) (err error) {
+	ro, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("bolt: %s is locked by another process (or another Open)", path)
+	case err != nil:
+		return fmt.Errorf("bolt: opening %s: %w (if the file is damaged, restore it from a backup, or delete it to start a fresh history)", path, err)
+	}
+	defer ro.Close()
+	if err := checkStructure(path); err != nil {
+		return fmt.Errorf("bolt: %s is damaged (%w): restore it from a backup, or delete it to start a fresh history", path, err)
+	}
+	return nil
+}
+
+// check reads every record and returns the positions of those whose
+// checksum fails that no gap covers yet.
+func (h *History) check() (corrupt []uint64, err error) {
+	err = h.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(k) != 8 {
+				return fmt.Errorf("a record key of %d bytes", len(k))
+			}
+			if _, err := verified(getU64(k), v); err != nil && !lostIn(tx, getU64(k)-1, getU64(k), nil, nil) {
+				corrupt = append(corrupt, getU64(k))
+			}
+		}
+		return nil
+	})
+	return corrupt, err
 }
 
 // load creates or reads the buckets and meta, and reserves the first
@@ -471,8 +569,8 @@ func upgradeV1(tx *bbolt.Tx) error {
 }
 
 // upgrade converts a file of an older format version, if it is one: a
-// version 1 file to version 2, then a version 2 file's records to the
-// version 3 encoding, a bounded batch per transaction; the last position
+// version 1 file to version 2, then a version 2 or 3 file's records to
+// the current encoding, a bounded batch per transaction; the last position
 // converted is kept in "meta" meanwhile, so a conversion interrupted by a
 // crash resumes where it stopped. Only then is the version set.
 func (h *History) upgrade() error {
@@ -491,9 +589,9 @@ func (h *History) upgrade() error {
 		}
 		return nil
 	})
-	for err == nil && version == 2 {
+	for err == nil && (version == 2 || version == 3) {
 		err = h.db.Update(func(tx *bbolt.Tx) error {
-			done, err := upgradeV2Step(tx, maxTxRecords, maxTxBytes)
+			done, err := upgradeStep(tx, int(version), maxTxRecords, maxTxBytes)
 			if done {
 				version = formatVersion
 			}
@@ -506,10 +604,10 @@ func (h *History) upgrade() error {
 	return nil
 }
 
-// upgradeV2Step re-encodes the next records of a version 2 file (at most
-// maxRecords, and about maxBytes) in the version 3 encoding, and sets the
-// version when none are left.
-func upgradeV2Step(tx *bbolt.Tx, maxRecords, maxBytes int) (done bool, err error) {
+// upgradeStep re-encodes the next records of a file of version from (2
+// or 3; at most maxRecords, and about maxBytes) in the current encoding,
+// and sets the version when none are left.
+func upgradeStep(tx *bbolt.Tx, from, maxRecords, maxBytes int) (done bool, err error) {
 	meta := tx.Bucket(bucketMeta)
 	records := tx.Bucket(bucketRecords)
 	if records == nil {
@@ -527,11 +625,12 @@ func upgradeV2Step(tx *bbolt.Tx, maxRecords, maxBytes int) (done bool, err error
 	}
 	// Collect first: a bucket must not change under a cursor walking it.
 	for ; k != nil && len(batch) < maxRecords && size < maxBytes; k, v = c.Next() {
-		r, err := decodeV2(v)
+		r, err := decodeVersion(getU64(k), v, from)
 		if err != nil {
 			return false, fmt.Errorf("record %d: %w", getU64(k), err)
 		}
-		enc := encode(make([]byte, 0, len(v)+3), &r)
+		r.Position = getU64(k)
+		enc := encode(make([]byte, 0, len(v)+8), &r)
 		batch = append(batch, kv{slices.Clone(k), enc})
 		size += len(enc)
 	}
@@ -932,7 +1031,13 @@ func (w *writeTx) removeOldestOf(t string) error {
 		w.st.capCount[t] = 0 // cannot happen: the count says otherwise
 		return nil
 	}
-	return w.remove(binary.BigEndian.Uint64(k[len(prefix):]), true)
+	pos := binary.BigEndian.Uint64(k[len(prefix):])
+	if w.records.Get(k[len(prefix):]) == nil {
+		// The entry of a corrupt record removed without its topics.
+		w.st.capCount[t]--
+		return w.topics.Delete(slices.Clone(k))
+	}
+	return w.remove(pos, true)
 }
 
 // remove deletes the record at pos and its index entries. A record
@@ -944,9 +1049,21 @@ func (w *writeTx) remove(pos uint64, byCap bool) error {
 	if v == nil {
 		return nil
 	}
-	r, err := decode(v)
+	r, err := decode(pos, v)
 	if err != nil {
-		return fmt.Errorf("record %d: %w", pos, err)
+		// Corrupt: its index entries cannot be found, and stay (readers
+		// skip entries without a record). Retention must go on.
+		w.h.log.Error("bolt: removing a corrupt record", "path", w.h.path, "position", pos, "error", err)
+		w.st.count--
+		w.st.bytes -= int64(len(v))
+		if err := w.records.Delete(pk); err != nil {
+			return err
+		}
+		if byCap {
+			return w.addGap(pos, pos)
+		}
+		w.st.dropped = max(w.st.dropped, pos)
+		return nil
 	}
 	if err := w.records.Delete(pk); err != nil {
 		return err
@@ -1349,6 +1466,10 @@ func (h *History) Replay(after, upTo uint64, selectors []herald.Selector, fn fun
 			return nil
 		})
 		clear(pending)
+		if ce := (*corruptError)(nil); errors.As(err, &ce) {
+			h.markCorrupt(ce.pos, ce.err)
+			return herald.ErrHistoryLost
+		}
 		if err != nil {
 			return err
 		}
@@ -1441,9 +1562,12 @@ func pageByTopic(tx *bbolt.Tx, page []herald.Record, cursor, limit uint64, topic
 		if !bytes.Equal(k, key[:]) {
 			continue // cannot happen: index and records change together
 		}
-		r, err := decode(v)
+		r, err := decode(next, v)
 		if err != nil {
-			return page, fmt.Errorf("bolt: record %d: %w", next, err)
+			return page, &corruptError{next, err}
+		}
+		if !slices.ContainsFunc(r.Topics, func(t string) bool { return slices.Contains(topics, t) }) {
+			continue // a damaged index entry: the record is not for these topics
 		}
 		r.Position = next
 		page = append(page, r)
@@ -1464,16 +1588,16 @@ func pageByScan(tx *bbolt.Tx, page []herald.Record, cursor, limit uint64, select
 			break
 		}
 		var err error
-		topics, err = decodeTopics(topics[:0], v, names)
+		topics, err = decodeTopics(topics[:0], pos, v, names)
 		if err != nil {
-			return page, fmt.Errorf("bolt: record %d: %w", pos, err)
+			return page, &corruptError{pos, err}
 		}
 		if !herald.Matches(selectors, topics) {
 			continue
 		}
-		r, err := decode(v)
+		r, err := decode(pos, v)
 		if err != nil {
-			return page, fmt.Errorf("bolt: record %d: %w", pos, err)
+			return page, &corruptError{pos, err}
 		}
 		r.Position = pos
 		page = append(page, r)
@@ -1525,14 +1649,17 @@ func (h *History) Close() error {
 // corrupt), the recipients ToUsers and ToConnections (each a count, then
 // each uvarint-length-prefixed), and the data to the end.
 //
-// Version 2 had neither the flags nor the recipients: the data followed
-// the topics. The prefix up to the topics is the same in both, which
-// decodeTime and decodeTopics read.
+// Version 4 appends a CRC-32C (Castagnoli) of all that, big-endian: a
+// record whose checksum fails is corrupt, never served. Version 3 had no
+// checksum; version 2 neither the flags nor the recipients: the data
+// followed the topics. The prefix up to the topics is the same in all,
+// which decodeTime and decodeTopics read.
 
 // flagPrivate is the flag of a record with Private set.
 const flagPrivate = 1 << 0
 
 func encode(dst []byte, r *herald.Record) []byte {
+	start := len(dst)
 	dst = binary.AppendVarint(dst, r.Time.Unix())
 	dst = binary.AppendUvarint(dst, uint64(r.Time.Nanosecond()))
 	dst = binary.AppendVarint(dst, int64(r.Retry))
@@ -1546,7 +1673,31 @@ func encode(dst []byte, r *herald.Record) []byte {
 	dst = binary.AppendUvarint(dst, flags)
 	dst = encodeTopics(dst, r.ToUsers)
 	dst = encodeTopics(dst, r.ToConnections)
-	return append(dst, r.Data...)
+	dst = append(dst, r.Data...)
+	return binary.BigEndian.AppendUint32(dst, checksum(r.Position, dst[start:]))
+}
+
+// checksum is the CRC-32C of the position pos and the record body: a
+// record moved to another key (a damaged key) fails it too.
+func checksum(pos uint64, body []byte) uint32 {
+	var p [8]byte
+	binary.BigEndian.PutUint64(p[:], pos)
+	return crc32.Update(crc32.Checksum(p[:], castagnoli), castagnoli, body)
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// verified returns the encoding of the version 4 record v at pos without
+// its checksum, or errCorrupt if the checksum fails.
+func verified(pos uint64, v []byte) ([]byte, error) {
+	if len(v) < 4 {
+		return nil, errCorrupt
+	}
+	body := v[:len(v)-4]
+	if checksum(pos, body) != binary.BigEndian.Uint32(v[len(body):]) {
+		return nil, errCorrupt
+	}
+	return body, nil
 }
 
 func appendString(dst []byte, s string) []byte {
@@ -1554,6 +1705,31 @@ func appendString(dst []byte, s string) []byte {
 }
 
 var errCorrupt = errors.New("corrupt record")
+
+// corruptError is a record that does not decode (its checksum fails).
+type corruptError struct {
+	pos uint64
+	err error
+}
+
+func (e *corruptError) Error() string { return fmt.Sprintf("record %d: %v", e.pos, e.err) }
+func (e *corruptError) Unwrap() error { return e.err }
+
+// markCorrupt reports a record that failed its checksum, and makes it
+// lost to everyone (a gap, persisted by the writer): a resume over it
+// gets a reset instead of altered data or a silent gap.
+func (h *History) markCorrupt(pos uint64, err error) {
+	h.mu.Lock()
+	known := gapsLost(h.newGaps, pos-1, pos)
+	if !known {
+		h.newGaps = addGap(h.newGaps, pos, pos)
+	}
+	h.mu.Unlock()
+	if !known {
+		h.log.Error("bolt: corrupt record, treated as lost: restore the file from a backup to get it back", "path", h.path, "position", pos, "error", err)
+		h.wakeWriter()
+	}
+}
 
 // decodeTime reads only a record's time.
 func decodeTime(v []byte) time.Time {
@@ -1568,15 +1744,20 @@ func decodeTime(v []byte) time.Time {
 	return time.Unix(sec, int64(nsec))
 }
 
-// decode copies a record out of v, which is only valid in its
+// decode copies the record at pos out of v, which is only valid in its
 // transaction. Position is left zero.
-func decode(v []byte) (herald.Record, error) { return decodeVersion(v, formatVersion) }
+func decode(pos uint64, v []byte) (herald.Record, error) {
+	return decodeVersion(pos, v, formatVersion)
+}
 
-// decodeV2 decodes a record of a version 1 or 2 file.
-func decodeV2(v []byte) (herald.Record, error) { return decodeVersion(v, 2) }
-
-func decodeVersion(v []byte, version int) (herald.Record, error) {
+func decodeVersion(pos uint64, v []byte, version int) (herald.Record, error) {
 	var r herald.Record
+	if version >= 4 {
+		var err error
+		if v, err = verified(pos, v); err != nil {
+			return r, err
+		}
+	}
 	d := decoder{b: v}
 	sec := d.varint()
 	nsec := d.uvarint()
@@ -1602,8 +1783,13 @@ func decodeVersion(v []byte, version int) (herald.Record, error) {
 }
 
 // decodeTopics appends the topics of the record v to dst, as strings
-// from names (adding those missing), without decoding the rest.
-func decodeTopics(dst []string, v []byte, names map[string]string) ([]string, error) {
+// from names (adding those missing), without decoding the rest (but
+// checking the whole record's checksum).
+func decodeTopics(dst []string, pos uint64, v []byte, names map[string]string) ([]string, error) {
+	v, err := verified(pos, v)
+	if err != nil {
+		return dst, err
+	}
 	d := decoder{b: v}
 	d.varint()
 	d.uvarint()
