@@ -16,7 +16,7 @@ func TestMemoryHistoryStaysFlat(t *testing.T) {
 		keep int
 	}{
 		{"by count", Retention{MaxEvents: 1000}, 1000},
-		{"by bytes", Retention{MaxBytes: 1000 * (64 + 100 + 16 + 2)}, 1000},
+		{"by bytes", Retention{MaxBytes: 1000 * int64((&Record{Topics: []string{"t0"}, Data: string(make([]byte, 100))}).Size())}, 1000},
 		// One old record of another topic stays while a capped topic
 		// churns: its removed records must not pile up behind it.
 		{"per topic", Retention{MaxEvents: 10_000, PerTopic: map[string]int{"t0": 1000}}, 1001},
@@ -68,5 +68,45 @@ func TestMemoryHistoryAge(t *testing.T) {
 	now = now.Add(45 * time.Second) // the first is 75 s old: gone, without any publish
 	if m.Len() != 1 || !m.Lost(0, 2, []Selector{Topic("a")}) || m.Lost(1, 2, []Selector{Topic("a")}) {
 		t.Fatalf("after the age limit: %d records, lost from 0 %v, from 1 %v", m.Len(), m.Lost(0, 2, []Selector{Topic("a")}), m.Lost(1, 2, []Selector{Topic("a")}))
+	}
+}
+
+// MaxBytes counts what the history really holds, the per-topic index
+// too: with 100 topics per event (shared by all events, or each event's
+// own), the heap stays near the limit.
+func TestMemoryHistoryBytesCountIndexes(t *testing.T) {
+	heap := func() int64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	const limit = 8 << 20
+	for _, unique := range []bool{false, true} {
+		t.Run(fmt.Sprint("unique=", unique), func(t *testing.T) {
+			base := heap()
+			m := NewMemoryHistory(Retention{MaxEvents: 1 << 30, MaxBytes: limit})
+			defer m.Close()
+			for i := range 6000 {
+				topics := make([]string, 100)
+				for j := range topics {
+					if unique {
+						topics[j] = fmt.Sprintf("user/%d/%d", i, j)
+					} else {
+						topics[j] = fmt.Sprintf("topic/%d", j)
+					}
+				}
+				m.Append([]Record{{ID: fmt.Sprint("id", i), Topics: topics, Data: "hello"}})
+			}
+			if n := m.Len(); n >= 6000 {
+				t.Fatalf("all %d records retained: the limit never applied", n)
+			}
+			grown := heap() - base
+			t.Logf("heap %.1f MB for a %d MB limit, %d records retained", float64(grown)/(1<<20), limit>>20, m.Len())
+			if grown > limit*3/2 {
+				t.Errorf("heap grew by %.1f MB with MaxBytes %d MB: more than 1.5 times the limit", float64(grown)/(1<<20), limit>>20)
+			}
+			runtime.KeepAlive(m)
+		})
 	}
 }

@@ -645,6 +645,20 @@ func upgradeStep(tx *bbolt.Tx, from, maxRecords, maxBytes int) (done bool, err e
 	if err := meta.Delete(keyUpgraded); err != nil {
 		return false, err
 	}
+	// herald.Record.Size counts more since version 4: the byte total
+	// must be what removing the records will subtract.
+	var total int64
+	rc := records.Cursor()
+	for k, v := rc.First(); k != nil; k, v = rc.Next() {
+		r, err := decode(getU64(k), v)
+		if err != nil {
+			return false, fmt.Errorf("record %d: %w", getU64(k), err)
+		}
+		total += int64(r.Size())
+	}
+	if err := meta.Put(keyBytes, u64(uint64(total))); err != nil {
+		return false, err
+	}
 	return true, meta.Put(keyVersion, u64(formatVersion))
 }
 

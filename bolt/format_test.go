@@ -98,6 +98,10 @@ func toV3(t testing.TB, path string) {
 		if err := tx.DeleteBucket(bucketGaps); err != nil {
 			return err
 		}
+		// Version 3 counted fewer bytes per record.
+		if err := tx.Bucket(bucketMeta).Put(keyBytes, u64(uint64(len(keys)*100))); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketMeta).Put(keyVersion, u64(3))
 	})
 	if err != nil {
@@ -135,6 +139,22 @@ func TestUpgradeFromVersion3(t *testing.T) {
 	if _, err := decode(before[0].Position, mustGet(t, path, before[0].Position)); err != nil {
 		t.Errorf("an upgraded record: %v", err)
 	}
+	// The byte total is recounted: Record.Size counts more since.
+	var want int64
+	for _, r := range before {
+		want += int64(r.Size())
+	}
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_ = db.View(func(tx *bbolt.Tx) error {
+		if got := int64(getU64(tx.Bucket(bucketMeta).Get(keyBytes))); got != want {
+			t.Errorf("bytes after the upgrade: %d, want %d", got, want)
+		}
+		return nil
+	})
 }
 
 // fileVersion returns the version of the closed file at path, and
