@@ -1429,8 +1429,9 @@ func lostIn(tx *bbolt.Tx, after, upTo uint64, selectors []herald.Selector, topic
 func (h *History) Replay(after, upTo uint64, selectors []herald.Selector, fn func([]herald.Record) error) error {
 	upTo = min(upTo, h.Head())
 	topics := topicNames(selectors)
-	page := make([]herald.Record, 0, pageSize)
-	var pending []herald.Record
+	// Pages grow to pageSize as needed: allocating and clearing a full
+	// one (43 KB) per call cost more than most replays themselves.
+	var page, pending []herald.Record
 	// Only (cursor, upTo] matters: what was handed to fn may go.
 	for cursor := after; cursor < upTo; {
 		h.expireDue()
@@ -1456,7 +1457,7 @@ func (h *History) Replay(after, upTo uint64, selectors []herald.Selector, fn fun
 			if err != nil {
 				return err
 			}
-			if len(page) == cap(page) {
+			if len(page) == pageSize {
 				scanned = page[len(page)-1].Position
 				return nil
 			}
@@ -1468,7 +1469,7 @@ func (h *History) Replay(after, upTo uint64, selectors []herald.Selector, fn fun
 				if r.Position <= limit {
 					continue
 				}
-				if len(page) == cap(page) {
+				if len(page) == pageSize {
 					return nil
 				}
 				page = append(page, r)
@@ -1551,7 +1552,7 @@ func pageByTopic(tx *bbolt.Tx, page []herald.Record, cursor, limit uint64, topic
 	}
 	records := tx.Bucket(bucketRecords).Cursor() // one cursor: Bucket.Get makes one per call
 	var key [8]byte
-	for len(page) < cap(page) {
+	for len(page) < pageSize {
 		next := uint64(0)
 		for _, w := range walks {
 			if w.pos != 0 && (next == 0 || w.pos < next) {
@@ -1596,7 +1597,7 @@ func pageByScan(tx *bbolt.Tx, page []herald.Record, cursor, limit uint64, select
 	names := make(map[string]string)
 	var topics []string
 	c := tx.Bucket(bucketRecords).Cursor()
-	for k, v := c.Seek(u64(cursor + 1)); k != nil && len(page) < cap(page); k, v = c.Next() {
+	for k, v := c.Seek(u64(cursor + 1)); k != nil && len(page) < pageSize; k, v = c.Next() {
 		pos := binary.BigEndian.Uint64(k)
 		if pos > limit {
 			break
