@@ -91,8 +91,8 @@ type History interface {
 	// carried the publisher-supplied id.
 	Lookup(id string) (uint64, bool)
 	// Lost reports whether a record with after < Position <= upTo that
-	// one of selectors matches is gone (removed by retention, or never
-	// stored because a write failed), so that replaying that range would
+	// one of selectors matches is gone (removed by retention, or found
+	// damaged), so that replaying that range would
 	// have a gap. It may answer true when unsure, never false when such a
 	// record is gone. It is monotone: a smaller after or a larger upTo
 	// never turns true into false.

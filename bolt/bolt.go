@@ -17,17 +17,34 @@
 // Memory stays flat whatever the history's size: besides bbolt's mapped
 // file (page cache, not heap), the store keeps only the queue, bounded
 // (Append waits for the disk when the writer is far behind), with an
-// index of its publisher IDs, a counter per capped topic, and the holes
-// of failed commits until they are persisted (at most MaxEvents).
+// index of its publisher IDs, a counter per capped topic, and the gaps of
+// corrupt records found by readers until they are persisted.
 //
 // # Failed commits
 //
 // If a transaction fails (the disk is full, say), the publishes of its
-// records fail, but subscribers already received them and the head moved
-// past them. Their positions become holes at once (see Layout): a client
-// resuming over one of them, on a matching selector, is told that events
-// were lost instead of skipping them. The holes are persisted by the next
-// transaction that commits.
+// records fail, although subscribers already received them and the head
+// moved past them. The records are gone like those a crash cuts off
+// before their commit (see below): not acknowledged, so not a loss.
+// Resumes over their positions continue without a reset, and nothing
+// acknowledged becomes unreachable however long the failures last. While
+// the last commit failed, [History.Healthy] says why (the hub's Ready,
+// and /readyz, report it); the writer tries again every second and with
+// every publish, and the first commit that succeeds makes it healthy.
+//
+// # Damaged files
+//
+// Each record carries a CRC-32C of its position and bytes. A record that
+// fails it, found by Open (which reads every record) or by a replay, is
+// logged and lost to everyone from then on (a gap, see Layout): a resume
+// over it gets a reset; altered data is never served. Open refuses an
+// empty (0-byte) file, which bbolt would silently make a new history, and
+// a file whose structure is damaged (a page out of the file or of the
+// wrong type, keys out of order, a cut file), with an error naming the
+// file and what to do: bbolt would panic on it. That check reads the
+// whole file: about 0.12 s for 100,000 records of 200 bytes. The indexes
+// carry no checksum: a damaged index entry can hide a record from a
+// topic's replay (never show it to another topic's).
 //
 // # What an acknowledged publish guarantees
 //
@@ -59,7 +76,8 @@
 //
 // # Layout
 //
-// Buckets: "records" maps the big-endian position to the encoded record;
+// Buckets: "records" maps the big-endian position to the encoded record
+// and its checksum;
 // "topics" holds topic + 0x00 + big-endian position for each topic of each
 // record, so a replay for topic selectors seeks to each topic and walks
 // only its records; "ids" holds id + 0x00 + big-endian position for
@@ -68,14 +86,16 @@
 // of holes, and "dropped": every position up to it counts as lost to
 // everyone (it is the highest position removed by a global limit, raised
 // when holes are folded into it). "holes" maps the big-endian position of
-// a record removed by a per-topic cap, or never stored because its commit
-// failed, to its encoded topics: it is lost only to selectors matching
+// a record removed by a per-topic cap to its encoded topics: it is lost only to selectors matching
 // one of them. "holetopics" indexes them as topic + 0x00 + big-endian
-// position, so Lost for topic selectors seeks instead of scanning. Holes
-// at or below dropped are deleted, and while there are more than
-// MaxEvents the oldest is folded into dropped: they stay bounded, paid
-// for with caution (more resumes report a loss), as in
-// [herald.MemoryHistory].
+// position, so Lost for topic selectors seeks instead of scanning. "gaps"
+// maps the big-endian first position of a range lost to everyone to its
+// last (corrupt records, folded holes); no retained record lies in one.
+// Holes at or below dropped are deleted, and while there are more than
+// MaxEvents the oldest is folded, into dropped if no record is retained
+// below it, else into a gap: they stay bounded, paid for with caution
+// (more resumes report a loss), as in [herald.MemoryHistory], without a
+// retained record becoming unreachable.
 package bolt
 
 import (
