@@ -3,6 +3,8 @@ package bolt
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/httpapi"
 	"github.com/herald-sse/herald/internal/historytest"
 	bbolt "go.etcd.io/bbolt"
 )
@@ -593,6 +596,12 @@ func TestDiskFullKeepsAcknowledged(t *testing.T) {
 	if err := hub.Ready(); err == nil || !errors.Is(err, errInjected) || !strings.Contains(err.Error(), "commit") {
 		t.Errorf("Ready while every commit fails: %v, want the commit's failure", err)
 	}
+	api := &httpapi.Handler{Hub: hub}
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "injected failure") {
+		t.Errorf("/readyz while every commit fails: %d %s, want 503 with the reason", rec.Code, rec.Body.String())
+	}
 	check := func(when string) {
 		t.Helper()
 		for i, id := range append([]string{herald.Earliest}, acked...) {
@@ -618,6 +627,11 @@ func TestDiskFullKeepsAcknowledged(t *testing.T) {
 	}
 	if err := hub.Ready(); err != nil {
 		t.Errorf("Ready after a commit succeeded: %v", err)
+	}
+	rec = httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("/readyz after a commit succeeded: %d %s", rec.Code, rec.Body.String())
 	}
 	check("space again")
 
