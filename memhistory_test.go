@@ -88,13 +88,13 @@ func TestMemoryHistoryBytesCountIndexes(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return int64(m.HeapAlloc)
 	}
-	const limit = 8 << 20
+	const limit = 4 << 20
 	for _, unique := range []bool{false, true} {
 		t.Run(fmt.Sprint("unique=", unique), func(t *testing.T) {
 			base := heap()
 			m := NewMemoryHistory(Retention{MaxEvents: 1 << 30, MaxBytes: limit})
 			defer m.Close()
-			for i := range 6000 {
+			for i := range 3000 {
 				topics := make([]string, 100)
 				for j := range topics {
 					if unique {
@@ -105,7 +105,7 @@ func TestMemoryHistoryBytesCountIndexes(t *testing.T) {
 				}
 				m.Append([]Record{{ID: fmt.Sprint("id", i), Topics: topics, Data: "hello"}})
 			}
-			if n := m.Len(); n >= 6000 {
+			if n := m.Len(); n >= 3000 {
 				t.Fatalf("all %d records retained: the limit never applied", n)
 			}
 			grown := heap() - base

@@ -792,3 +792,46 @@ func TestLookupQueued(t *testing.T) {
 		t.Errorf("Lookup(dup) after the commit = %d, %v", pos, ok)
 	}
 }
+
+// Holes past MaxEvents fold into a gap, not into the global mark, when a
+// record is retained below them: that record stays reachable.
+func TestFoldedHolesKeepOlderRecords(t *testing.T) {
+	path := dbPath(t)
+	r := herald.Retention{MaxEvents: 20, PerTopic: map[string]int{"a": 1}}
+	h := open(t, path, Options{Retention: r, Sync: SyncNever})
+	old := add(t, h, herald.Record{Topics: []string{"b"}, Data: "kept"})[0]
+	for i := range 40 {
+		add(t, h, herald.Record{Topics: []string{"a", fmt.Sprint("u/", i)}})
+	}
+	check := func(when string) {
+		t.Helper()
+		b := []herald.Selector{herald.Topic("b")}
+		if h.Lost(0, old, b) {
+			t.Errorf("%s: Lost(0, %d, b) = true: the folded holes hide the retained record", when, old)
+		}
+		var got []uint64
+		err := h.Replay(0, old, b, func(page []herald.Record) error {
+			got = append(got, positionsOf(page)...)
+			return nil
+		})
+		if err != nil || !slices.Equal(got, []uint64{old}) {
+			t.Errorf("%s: Replay(0, %d, b) = %v, %v; want the retained record", when, old, got, err)
+		}
+		if !h.Lost(old, h.Head(), b) {
+			t.Errorf("%s: Lost over the folded holes = false, want true (cautious)", when)
+		}
+		if holes, _, _ := h.holeKeys(); holes > r.MaxEvents {
+			t.Errorf("%s: %d holes, want at most %d", when, holes, r.MaxEvents)
+		}
+		if gaps := h.gapKeys(); len(gaps) != 1 || gaps[0].from != old+1 {
+			t.Errorf("%s: gaps %v, want one from %d", when, gaps, old+1)
+		}
+	}
+	check("open")
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h = open(t, path, Options{Retention: r, Sync: SyncNever})
+	defer h.Close()
+	check("reopened")
+}
