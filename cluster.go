@@ -440,7 +440,8 @@ func (c *clusterState) publish(ctx context.Context, h *Hub, recs []Record, ids [
 }
 
 // Ready reports whether the hub can serve subscribers and publishers
-// without loss: nil, or why not. A clustered hub is ready once it has
+// without loss: nil, or why not. A History that is a [HealthChecker] must
+// be healthy. A clustered hub is ready once it has
 // read the shared log up to where it stood at start, while its broker
 // answers.
 func (h *Hub) Ready() error {
@@ -450,6 +451,11 @@ func (h *Hub) Ready() error {
 	h.mu.Unlock()
 	if closed {
 		return ErrHubClosed
+	}
+	if hc, ok := h.History.(HealthChecker); ok {
+		if err := hc.Healthy(); err != nil {
+			return err
+		}
 	}
 	c := h.cluster
 	if c == nil {

@@ -33,12 +33,20 @@ func (r *Record) restricted() bool {
 	return r.Private || len(r.ToUsers)+len(r.ToConnections) > 0
 }
 
-// Size is what a record costs a history's byte budget: its payload and
-// names, plus a fixed allowance for the bookkeeping around them.
+// Size is what a record costs a history's byte budget: about the memory
+// a [MemoryHistory] holds for it. That is its payload and names, plus
+// allowances for the record itself, its ID's entry in the ID index, and
+// each topic's entries (the string, and its place in the per-topic
+// index, for the worst case where each event has topics of its own): a
+// budget counting only the payload let events with many topics take many
+// times their limit.
 func (r *Record) Size() int {
-	n := 64 + len(r.ID) + len(r.Type) + len(r.Data)
+	n := recordAllowance + len(r.ID) + len(r.Type) + len(r.Data)
+	if r.ID != "" {
+		n += idAllowance
+	}
 	for _, t := range r.Topics {
-		n += 16 + len(t)
+		n += topicAllowance + len(t)
 	}
 	for _, list := range [][]string{r.ToUsers, r.ToConnections} {
 		for _, u := range list {
@@ -47,6 +55,17 @@ func (r *Record) Size() int {
 	}
 	return n
 }
+
+// Size's allowances, measured with runtime.ReadMemStats (see
+// TestMemoryHistoryBytesCountIndexes): a Record in the history's slice
+// with the slack of its compaction; an ID's map entry; a topic's string
+// header, its entry in the topic's position list (with growth slack),
+// and a share of the topic's index (map entry and list).
+const (
+	recordAllowance = 256
+	idAllowance     = 48
+	topicAllowance  = 96
+)
 
 // History keeps published events so that a subscriber that reconnects
 // gets exactly what it missed. The hub calls Append with its publish lock
@@ -72,8 +91,8 @@ type History interface {
 	// carried the publisher-supplied id.
 	Lookup(id string) (uint64, bool)
 	// Lost reports whether a record with after < Position <= upTo that
-	// one of selectors matches is gone (removed by retention, or never
-	// stored because a write failed), so that replaying that range would
+	// one of selectors matches is gone (removed by retention, or found
+	// damaged), so that replaying that range would
 	// have a gap. It may answer true when unsure, never false when such a
 	// record is gone. It is monotone: a smaller after or a larger upTo
 	// never turns true into false.
@@ -87,6 +106,14 @@ type History interface {
 	Replay(after, upTo uint64, selectors []Selector, fn func([]Record) error) error
 	// Close releases the store.
 	Close() error
+}
+
+// HealthChecker is implemented by a [History] that can fail for a while
+// and recover (a store on a full disk, say). Healthy returns nil, or why
+// appends fail now; [Hub.Ready] reports it, so that a load balancer takes
+// the node out until the store writes again.
+type HealthChecker interface {
+	Healthy() error
 }
 
 // epochLength is the length of NewEpoch's names.
@@ -112,8 +139,9 @@ var ErrHistoryLost = errors.New("history: records removed during replay")
 type Retention struct {
 	// MaxEvents is the most records kept. Zero means DefaultMaxEvents.
 	MaxEvents int
-	// MaxBytes bounds the payload bytes kept (data, ID, type, topics, and
-	// a small allowance per record). Zero means DefaultMaxBytes.
+	// MaxBytes bounds the bytes kept, as Record.Size counts them: about
+	// the memory a MemoryHistory takes, indexes included. Zero means
+	// DefaultMaxBytes.
 	MaxBytes int64
 	// MaxAge is how long a record is kept. Zero means DefaultMaxAge.
 	MaxAge time.Duration

@@ -426,7 +426,9 @@ func (m *MemoryHistory) Replay(after, upTo uint64, selectors []Selector, fn func
 		topics = append(topics, string(t))
 	}
 	indexed := len(topics) == len(selectors)
-	page := make([]Record, 0, replayPage)
+	// Pages grow to replayPage as needed: allocating and clearing a full
+	// one (43 KB) per call cost more than most replays themselves.
+	var page []Record
 	cursor := after
 	for {
 		m.mu.Lock()
@@ -459,7 +461,7 @@ func (m *MemoryHistory) Replay(after, upTo uint64, selectors []Selector, fn func
 func (m *MemoryHistory) pageByScanLocked(page []Record, after, upTo uint64, selectors []Selector) []Record {
 	recs := m.recs[m.start:]
 	i, _ := slices.BinarySearchFunc(recs, after+1, byPosition)
-	for ; i < len(recs) && len(page) < cap(page); i++ {
+	for ; i < len(recs) && len(page) < replayPage; i++ {
 		r := &recs[i]
 		if r.Position > upTo {
 			break
@@ -486,7 +488,7 @@ func (m *MemoryHistory) pageByTopicLocked(page []Record, after, upTo uint64, top
 		cursors = append(cursors, cursor{pos[i:]})
 	}
 	last := after
-	for len(page) < cap(page) {
+	for len(page) < replayPage {
 		next := uint64(0)
 		for i := range cursors {
 			c := &cursors[i]

@@ -73,3 +73,32 @@ func BenchmarkLostChurn(b *testing.B) {
 		historytest.BenchLostChurn(b, h)
 	})
 }
+
+// Opening a file of 100,000 records of 200 bytes (the default MaxEvents):
+// the structure check and the checksums of every record.
+//
+//	go test -run '^$' -bench BenchmarkOpen -benchtime 10x ./bolt/
+func BenchmarkOpen(b *testing.B) {
+	path := dbPath(b)
+	h := open(b, path, Options{Sync: SyncNever})
+	recs := make([]herald.Record, 1000)
+	data := string(make([]byte, 200))
+	for i := range 100 {
+		for j := range recs {
+			recs[j] = herald.Record{Topics: []string{fmt.Sprint("t", (i*1000+j)%10)}, Data: data}
+		}
+		add(b, h, recs...)
+	}
+	if err := h.Close(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		h := open(b, path, Options{Sync: SyncNever})
+		b.StopTimer()
+		if err := h.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}

@@ -3,6 +3,9 @@ package bolt
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/httpapi"
 	"github.com/herald-sse/herald/internal/historytest"
 	bbolt "go.etcd.io/bbolt"
 )
@@ -31,10 +35,27 @@ func TestConformance(t *testing.T) {
 	for _, sync := range []Sync{SyncAlways, SyncNever} {
 		t.Run(sync.String(), func(t *testing.T) {
 			historytest.Run(t, func(t *testing.T, r herald.Retention) herald.History {
-				return open(t, dbPath(t), Options{Retention: r, Sync: sync})
+				path := dbPath(t)
+				if sync == SyncAlways {
+					path = syncedPath(t)
+				}
+				return open(t, path, Options{Retention: r, Sync: sync})
 			})
 		})
 	}
+}
+
+// syncedPath is a file for tests that sync without testing durability:
+// on tmpfs (/dev/shm) fsync is the same call but costs nothing, where on
+// a disk the conformance suite's thousands of commits took minutes.
+func syncedPath(t testing.TB) string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "herald-bolt-test-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return filepath.Join(dir, "herald.db")
+		}
+	}
+	return dbPath(t)
 }
 
 // Small transactions and reservations: the same promises hold when a
@@ -373,11 +394,13 @@ func TestSecondOpenFailsFast(t *testing.T) {
 
 // Nothing of the history stays in memory: the heap does not grow with the
 // number of records published, only the file does (up to retention).
+// With -long, the soak-sized run: 200,000 records.
 func TestMemoryFlat(t *testing.T) {
-	if testing.Short() {
-		t.Skip("publishes 200,000 records")
+	keep, base, more := 10_000, 10_000, 50_000
+	if historytest.Long() {
+		keep, base, more = 50_000, 20_000, 180_000
 	}
-	h := open(t, dbPath(t), Options{Sync: SyncNever, Retention: herald.Retention{MaxEvents: 50_000, MaxBytes: 1 << 30}})
+	h := open(t, dbPath(t), Options{Sync: SyncNever, Retention: herald.Retention{MaxEvents: keep, MaxBytes: 1 << 30}})
 	defer h.Close()
 	data := strings.Repeat("x", 200)
 	publish := func(n int) {
@@ -395,19 +418,20 @@ func TestMemoryFlat(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
-	publish(20_000)
-	base := heap()
-	publish(180_000)
-	if grown := int64(heap()) - int64(base); grown > 4<<20 {
-		t.Errorf("heap grew by %d bytes over 180,000 records of 200 bytes (%d MB of data)", grown, 180_000*200>>20)
+	publish(base)
+	before := heap()
+	publish(more)
+	if grown := int64(heap()) - int64(before); grown > 4<<20 {
+		t.Errorf("heap grew by %d bytes over %d records of 200 bytes (%d MB of data)", grown, more, more*200>>20)
 	}
 }
 
 // A failed commit (a full disk, say) fails its publishes, but subscribers
-// already received the records and the head moved past them: their
-// positions are holes at once, persisted by the next commit, so resuming
-// over them reports a loss to the selectors matching them.
-func TestFailedCommitLeavesHoles(t *testing.T) {
+// already received the records and the head moved past them. They are
+// gone like records a crash cuts off before their commit: not lost
+// events (nothing acknowledged is missing), so ranges over them replay
+// the records around them, and their positions are never reused.
+func TestFailedCommitLeavesNoHoles(t *testing.T) {
 	path := dbPath(t)
 	h := open(t, path, Options{})
 	before := add(t, h, herald.Record{ID: "a", Topics: []string{"t"}}, herald.Record{Topics: []string{"u"}})
@@ -424,44 +448,33 @@ func TestFailedCommitLeavesHoles(t *testing.T) {
 	if h.Head() != f2 {
 		t.Errorf("Head %d after the failed commit, want %d: its positions were handed out", h.Head(), f2)
 	}
-	last := before[1]
+	// Two more failures, then a commit.
+	h.failNextCommits(2)
+	for i := range 2 {
+		wait, err := h.Append([]herald.Record{{Topics: []string{"x" + strconv.Itoa(i)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wait(); err == nil {
+			t.Fatal("wait of a failed commit returned nil")
+		}
+	}
+	after := add(t, h, herald.Record{Topics: []string{"t"}})
 	check := func(when string) {
 		t.Helper()
-		head := f2 // the ranges over the first failure
-		for _, c := range []struct {
-			after, upTo uint64
-			sels        []herald.Selector
-			want        bool
-		}{
-			{last, head, []herald.Selector{herald.Topic("t")}, true},
-			{last, f1, []herald.Selector{herald.Topic("t")}, true},
-			{last, f1, []herald.Selector{herald.Topic("u")}, false},
-			{last, head, []herald.Selector{herald.Topic("w")}, true},
-			{f1, head, []herald.Selector{herald.Topic("u")}, true},
-			{f1, head, []herald.Selector{herald.Topic("t")}, false},
-			{last, head, []herald.Selector{herald.Topic("v")}, false},
-			{last, head, []herald.Selector{historytest.Prefix("w")}, true},
-			{last, head, []herald.Selector{historytest.Prefix("v")}, false},
-			{last, head, []herald.Selector{herald.All{}}, true},
-			{0, last, []herald.Selector{herald.All{}}, false},
-		} {
-			if got := h.Lost(c.after, c.upTo, c.sels); got != c.want {
-				t.Errorf("%s: Lost(%d, %d, %v) = %v, want %v", when, c.after, c.upTo, c.sels, got, c.want)
+		head := after[0]
+		for _, sl := range [][]herald.Selector{{herald.Topic("t")}, {herald.Topic("u")}, {herald.Topic("w")}, {herald.Topic("x0")}, {historytest.Prefix("w")}, {herald.All{}}} {
+			for _, from := range []uint64{0, before[0], before[1], f1, f2} {
+				if h.Lost(from, head, sl) {
+					t.Errorf("%s: Lost(%d, %d, %v) over failed commits = true, want false", when, from, head, sl)
+				}
 			}
 		}
-		for _, sl := range [][]herald.Selector{{herald.Topic("t")}, {herald.All{}}, {historytest.Prefix("w")}} {
-			err := h.Replay(last, head, sl, func([]herald.Record) error { return nil })
-			if !errors.Is(err, herald.ErrHistoryLost) {
-				t.Errorf("%s: Replay(%d, %d, %v) over a failed record: %v, want ErrHistoryLost", when, last, head, sl, err)
-			}
+		if got := positionsOf(collect(t, h, 0, herald.All{})); !slices.Equal(got, append(slices.Clone(before), after...)) {
+			t.Errorf("%s: Replay from 0 = %v, want the committed records %v %v", when, got, before, after)
 		}
-		var got []uint64
-		err := h.Replay(0, last, []herald.Selector{herald.Topic("t"), herald.Topic("u")}, func(page []herald.Record) error {
-			got = append(got, positionsOf(page)...)
-			return nil
-		})
-		if err != nil || !slices.Equal(got, before) {
-			t.Errorf("%s: the records before the failure are %v, %v; want %v", when, got, err, before)
+		if got := positionsOf(collect(t, h, before[0], herald.Topic("t"))); !slices.Equal(got, after) {
+			t.Errorf("%s: Replay of t after %d = %v, want %v", when, before[0], got, after)
 		}
 		if pos, ok := h.Lookup("f1"); ok {
 			t.Errorf("%s: Lookup of a record never stored = %d", when, pos)
@@ -470,38 +483,9 @@ func TestFailedCommitLeavesHoles(t *testing.T) {
 			t.Errorf("%s: Lookup(a) = %d, %v", when, pos, ok)
 		}
 	}
-	check("at once")
-	if got, _ := h.pending(); !slices.Equal(got, []uint64{f1, f2}) {
-		t.Errorf("holes of failed commits in memory: %v, want %v", got, []uint64{f1, f2})
-	}
-
-	// Two more failures, then a commit persists every hole.
-	h.failNextCommits(2)
-	var more []uint64
-	for i := range 2 {
-		recs := []herald.Record{{Topics: []string{"x" + strconv.Itoa(i)}}}
-		wait, err := h.Append(recs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := wait(); err == nil {
-			t.Fatal("wait of a failed commit returned nil")
-		}
-		more = append(more, recs[0].Position)
-	}
-	after := add(t, h, herald.Record{Topics: []string{"t"}})
-	if got, _ := h.pending(); len(got) != 0 {
-		t.Errorf("holes of failed commits still in memory after a commit: %v", got)
-	}
-	if holes, _, meta := h.holeKeys(); holes != 4 || meta != 4 {
-		t.Errorf("holes on disk: %d (meta says %d), want 4", holes, meta)
-	}
-	check("persisted")
-	if !h.Lost(more[0]-1, more[0], []herald.Selector{herald.Topic("x0")}) || h.Lost(more[0], after[0], []herald.Selector{herald.Topic("x0")}) {
-		t.Error("the hole of the second failed commit is wrong")
-	}
-	if got := positionsOf(collect(t, h, more[1], herald.Topic("t"))); !slices.Equal(got, after) {
-		t.Errorf("Replay after the holes = %v, want %v", got, after)
+	check("committed")
+	if holes, _, meta := h.holeKeys(); holes != 0 || meta != 0 {
+		t.Errorf("holes on disk after failed commits: %d (meta says %d), want none", holes, meta)
 	}
 	if err := h.Close(); err != nil {
 		t.Fatal(err)
@@ -509,11 +493,15 @@ func TestFailedCommitLeavesHoles(t *testing.T) {
 	h = open(t, path, Options{})
 	defer h.Close()
 	check("after reopen")
+	if next := add(t, h, herald.Record{Topics: []string{"t"}}); next[0] <= after[0] {
+		t.Errorf("position %d after reopen, want past %d", next[0], after[0])
+	}
 }
 
-// The hub answers a publish whose commit failed with an error, and a
-// subscriber resuming from before it is told events were lost.
-func TestFailedCommitResetsResume(t *testing.T) {
+// The hub answers a publish whose commit failed with an error; a
+// subscriber resuming from before it gets the acknowledged events after
+// it, without a reset.
+func TestFailedCommitKeepsResume(t *testing.T) {
 	h := open(t, dbPath(t), Options{})
 	defer h.Close()
 	hub := &herald.Hub{History: h, Heartbeat: -1}
@@ -532,9 +520,9 @@ func TestFailedCommitResetsResume(t *testing.T) {
 	}
 	for _, c := range []struct {
 		id, topic string
-		want      *string
+		want      []string
 	}{
-		{ok1[0], "news", ptr(herald.ResetExpired)},
+		{ok1[0], "news", ok3},
 		{ok1[0], "other", nil},
 		{ok3[0], "news", nil},
 	} {
@@ -542,15 +530,128 @@ func TestFailedCommitResetsResume(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := sub.Reset()
-		switch {
-		case c.want == nil && r != nil:
+		if r := sub.Reset(); r != nil {
 			t.Errorf("resume of %s after %s: reset %+v, want none", c.topic, c.id, r)
-		case c.want != nil && (r == nil || r.Reason != *c.want):
-			t.Errorf("resume of %s after %s: reset %+v, want %s", c.topic, c.id, r, *c.want)
+		}
+		if got := replayedIDs(t, sub); !slices.Equal(got, c.want) {
+			t.Errorf("resume of %s after %s replayed %v, want %v", c.topic, c.id, got, c.want)
 		}
 		sub.Close()
 	}
+}
+
+// replayedIDs returns the IDs of the events sub's Replay sends.
+func replayedIDs(t testing.TB, sub *herald.Subscriber) []string {
+	t.Helper()
+	var ids []string
+	err := sub.Replay(func(frames [][]byte) error {
+		for _, f := range frames {
+			for _, line := range strings.Split(string(f), "\n") {
+				if id, ok := strings.CutPrefix(line, "id: "); ok {
+					ids = append(ids, id)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	return ids
+}
+
+// A full disk: every commit fails for longer than MaxEvents publishes.
+// The acknowledged events stay reachable (from earliest and after each
+// of their IDs), and the hub is not ready while publishes fail, and ready
+// again once a commit succeeds, with or without a publish.
+func TestDiskFullKeepsAcknowledged(t *testing.T) {
+	defer func(old time.Duration) { retryInterval = old }(retryInterval)
+	retryInterval = 10 * time.Millisecond
+	h := open(t, dbPath(t), Options{Sync: SyncNever, Retention: herald.Retention{MaxEvents: 50}})
+	defer h.Close()
+	hub := &herald.Hub{History: h, Heartbeat: -1}
+	defer hub.Close()
+	var acked []string
+	publish := func() error {
+		ids, err := hub.Publish(herald.Event{Topics: []string{"news"}, Data: "x"})
+		if err == nil {
+			acked = append(acked, ids[0])
+		}
+		return err
+	}
+	for range 20 {
+		if err := publish(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := hub.Ready(); err != nil {
+		t.Fatalf("Ready before the disk filled: %v", err)
+	}
+	h.failNextCommits(1 << 30)
+	for range 200 { // more than MaxEvents
+		if err := publish(); err == nil {
+			t.Fatal("a publish on the full disk succeeded")
+		}
+	}
+	if err := hub.Ready(); err == nil || !errors.Is(err, errInjected) || !strings.Contains(err.Error(), "commit") {
+		t.Errorf("Ready while every commit fails: %v, want the commit's failure", err)
+	}
+	api := &httpapi.Handler{Hub: hub}
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "injected failure") {
+		t.Errorf("/readyz while every commit fails: %d %s, want 503 with the reason", rec.Code, rec.Body.String())
+	}
+	check := func(when string) {
+		t.Helper()
+		for i, id := range append([]string{herald.Earliest}, acked...) {
+			sub, err := hub.SubscribeWith(herald.SubscribeOptions{Selectors: []herald.Selector{herald.Topic("news")}, LastEventID: id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := sub.Reset(); r != nil {
+				t.Errorf("%s: resume after %s: reset %+v, want none", when, id, r)
+			}
+			if got := replayedIDs(t, sub); !slices.Equal(got, acked[i:]) {
+				t.Errorf("%s: resume after %s replayed %d events %v, want the %d acknowledged after it", when, id, len(got), got, len(acked[i:]))
+			}
+			sub.Close()
+		}
+	}
+	check("disk full")
+
+	// Space again: the first commit that succeeds makes the hub ready.
+	h.failNextCommits(0)
+	if err := publish(); err != nil {
+		t.Fatalf("publish after the disk has space again: %v", err)
+	}
+	if err := hub.Ready(); err != nil {
+		t.Errorf("Ready after a commit succeeded: %v", err)
+	}
+	rec = httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("/readyz after a commit succeeded: %d %s", rec.Code, rec.Body.String())
+	}
+	check("space again")
+
+	// Without publishes (a load balancer sends none to a node that is not
+	// ready), the writer's own retry makes it ready again.
+	h.failNextCommits(1)
+	if err := publish(); err == nil {
+		t.Fatal("a publish whose commit failed succeeded")
+	}
+	if err := hub.Ready(); err == nil {
+		t.Error("Ready after a failed commit: nil")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for hub.Ready() != nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polls the writer's retry: no event to wait on
+	}
+	if err := hub.Ready(); err != nil {
+		t.Errorf("Ready long after the failure stopped: %v", err)
+	}
+	check("retried")
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -690,4 +791,47 @@ func TestLookupQueued(t *testing.T) {
 	if pos, ok := h.Lookup("dup"); !ok || pos != recs[2].Position || old[0] >= pos {
 		t.Errorf("Lookup(dup) after the commit = %d, %v", pos, ok)
 	}
+}
+
+// Holes past MaxEvents fold into a gap, not into the global mark, when a
+// record is retained below them: that record stays reachable.
+func TestFoldedHolesKeepOlderRecords(t *testing.T) {
+	path := dbPath(t)
+	r := herald.Retention{MaxEvents: 20, PerTopic: map[string]int{"a": 1}}
+	h := open(t, path, Options{Retention: r, Sync: SyncNever})
+	old := add(t, h, herald.Record{Topics: []string{"b"}, Data: "kept"})[0]
+	for i := range 40 {
+		add(t, h, herald.Record{Topics: []string{"a", fmt.Sprint("u/", i)}})
+	}
+	check := func(when string) {
+		t.Helper()
+		b := []herald.Selector{herald.Topic("b")}
+		if h.Lost(0, old, b) {
+			t.Errorf("%s: Lost(0, %d, b) = true: the folded holes hide the retained record", when, old)
+		}
+		var got []uint64
+		err := h.Replay(0, old, b, func(page []herald.Record) error {
+			got = append(got, positionsOf(page)...)
+			return nil
+		})
+		if err != nil || !slices.Equal(got, []uint64{old}) {
+			t.Errorf("%s: Replay(0, %d, b) = %v, %v; want the retained record", when, old, got, err)
+		}
+		if !h.Lost(old, h.Head(), b) {
+			t.Errorf("%s: Lost over the folded holes = false, want true (cautious)", when)
+		}
+		if holes, _, _ := h.holeKeys(); holes > r.MaxEvents {
+			t.Errorf("%s: %d holes, want at most %d", when, holes, r.MaxEvents)
+		}
+		if gaps := h.gapKeys(); len(gaps) != 1 || gaps[0].from != old+1 {
+			t.Errorf("%s: gaps %v, want one from %d", when, gaps, old+1)
+		}
+	}
+	check("open")
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h = open(t, path, Options{Retention: r, Sync: SyncNever})
+	defer h.Close()
+	check("reopened")
 }

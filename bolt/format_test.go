@@ -41,7 +41,7 @@ func toV2(t testing.TB, path string) {
 		b := tx.Bucket(bucketRecords)
 		var keys, values [][]byte
 		err := b.ForEach(func(k, v []byte) error {
-			r, err := decode(v)
+			r, err := decode(getU64(k), v)
 			if err != nil {
 				return err
 			}
@@ -65,6 +65,96 @@ func toV2(t testing.TB, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// toV3 turns the closed file at path into a version 3 file, as an older
+// herald wrote it: records without a checksum, no "gaps" bucket.
+func toV3(t testing.TB, path string) {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		var keys, values [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			if _, err := decode(getU64(k), v); err != nil {
+				return err
+			}
+			keys = append(keys, slices.Clone(k))
+			values = append(values, slices.Clone(v[:len(v)-4]))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i := range keys {
+			if err := b.Put(keys[i], values[i]); err != nil {
+				return err
+			}
+		}
+		if err := tx.DeleteBucket(bucketGaps); err != nil {
+			return err
+		}
+		// Version 3 counted fewer bytes per record.
+		if err := tx.Bucket(bucketMeta).Put(keyBytes, u64(uint64(len(keys)*100))); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyVersion, u64(3))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A version 3 file (no checksums) is converted at Open, in several
+// transactions: its records, private ones too, replay as before, now
+// checksummed.
+func TestUpgradeFromVersion3(t *testing.T) {
+	defer setTuning(7, 1<<16)()
+	path := dbPath(t)
+	h := open(t, path, Options{})
+	fillPublic(t, h, 30)
+	add(t, h, herald.Record{Topics: []string{"all"}, Data: "secret", Private: true, ToUsers: []string{"alice"}, ToConnections: []string{"c1"}})
+	before := collect(t, h, 0, herald.All{})
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	toV3(t, path)
+	if _, err := decode(before[0].Position, mustGet(t, path, before[0].Position)); err == nil {
+		t.Fatal("the version 3 record decodes as version 4: the test writes no old file")
+	}
+	h = open(t, path, Options{})
+	if got := collect(t, h, 0, herald.All{}); !equalRecords(got, before) {
+		t.Errorf("records after the upgrade differ:\n%v\nwant\n%v", got, before)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, upgrading := fileVersion(t, path); v != formatVersion || upgrading {
+		t.Errorf("after the upgrade: version %d, upgrade mark %v", v, upgrading)
+	}
+	if _, err := decode(before[0].Position, mustGet(t, path, before[0].Position)); err != nil {
+		t.Errorf("an upgraded record: %v", err)
+	}
+	// The byte total is recounted: Record.Size counts more since.
+	var want int64
+	for _, r := range before {
+		want += int64(r.Size())
+	}
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_ = db.View(func(tx *bbolt.Tx) error {
+		if got := int64(getU64(tx.Bucket(bucketMeta).Get(keyBytes))); got != want {
+			t.Errorf("bytes after the upgrade: %d, want %d", got, want)
+		}
+		return nil
+	})
 }
 
 // fileVersion returns the version of the closed file at path, and
@@ -107,7 +197,7 @@ func TestUpgradeFromVersion2(t *testing.T) {
 		t.Fatal(err)
 	}
 	toV2(t, path)
-	if _, err := decode(mustGet(t, path, before[0].Position)); err == nil {
+	if _, err := decode(before[0].Position, mustGet(t, path, before[0].Position)); err == nil {
 		t.Fatal("the version 2 record decodes as version 3: the test writes no old file")
 	}
 
@@ -157,7 +247,7 @@ func TestUpgradeFromVersion2Interrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		done, err := upgradeV2Step(tx, 15, 1<<20)
+		done, err := upgradeStep(tx, 2, 15, 1<<20)
 		if done {
 			return errors.New("one step of 15 converted all 40 records")
 		}
@@ -239,13 +329,15 @@ func TestDecodeUnknownFlag(t *testing.T) {
 	v := encodeV2(nil, &r)
 	v = binary.AppendUvarint(v, flagPrivate|2)
 	v = append(v, 0, 0)
-	if _, err := decode(v); !errors.Is(err, errCorrupt) {
+	v = binary.BigEndian.AppendUint32(v, checksum(1, v)) // a sound checksum: the flag must be refused
+	if _, err := decode(1, v); !errors.Is(err, errCorrupt) {
 		t.Errorf("decode with an unknown flag: %v, want errCorrupt", err)
 	}
 	v = encode(nil, &herald.Record{ID: "x", Topics: []string{"a"}, Private: true, ToUsers: []string{"u"}, Data: "d"})
+	v = v[:len(v)-4] // without the checksum, which would catch the cuts
 	// Cut before the data: the recipients must not come back partial.
 	for n := range len(v) - len("d") {
-		if got, err := decode(v[:n]); err == nil {
+		if got, err := decodeVersion(0, v[:n], 3); err == nil {
 			t.Errorf("decode of %d of %d bytes: %+v, nil", n, len(v), got)
 		}
 	}

@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/herald-sse/herald"
 
@@ -48,13 +49,10 @@ func (h *History) crash() {
 	h.db.Close()
 }
 
-// HoleCount implements historytest.HoleCounter: the holes on disk and
-// those of failed commits not yet persisted.
+// HoleCount implements historytest.HoleCounter: the holes on disk.
 func (h *History) HoleCount() int {
 	holes, _, _ := h.holeKeys()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return holes + len(h.failed)
+	return holes
 }
 
 // holeKeys counts the keys of the holes buckets, and returns the count
@@ -73,15 +71,24 @@ func (h *History) holeKeys() (holes, holeTopics int, meta uint64) {
 // would.
 func (h *History) failNextCommits(n int) { h.failCommits.Store(int32(n)) }
 
-// pending returns the holes of failed commits not yet persisted, and the
-// number of publisher IDs indexed in the queue.
-func (h *History) pending() (failed []uint64, queuedIDs int) {
+// pending returns the gaps not yet persisted, and the number of
+// publisher IDs indexed in the queue.
+func (h *History) pending() (gaps []gap, queuedIDs int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, x := range h.failed {
-		failed = append(failed, x.pos)
-	}
-	return failed, len(h.queuedIDs)
+	return slices.Clone(h.newGaps), len(h.queuedIDs)
+}
+
+// gapKeys returns the gaps on disk.
+func (h *History) gapKeys() []gap {
+	var gaps []gap
+	_ = h.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketGaps).ForEach(func(k, v []byte) error {
+			gaps = append(gaps, gap{getU64(k), getU64(v)})
+			return nil
+		})
+	})
+	return gaps
 }
 
 // Reopen implements historytest.Reopener: it closes h and opens its file

@@ -181,7 +181,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			return fmt.Errorf("--data-dir: %w", err)
 		}
 		path := filepath.Join(*dataDir, "herald.db")
-		h, err := bolt.Open(path, bolt.Options{Retention: retention, Sync: syncPolicy})
+		h, err := bolt.Open(path, bolt.Options{Retention: retention, Sync: syncPolicy, Logger: logger})
 		if err != nil {
 			return err
 		}
