@@ -133,6 +133,9 @@ func flagUsage(fs *flag.FlagSet, synopsis string) func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "Usage: herald %s [flags]\n\n%s\n\nFlags:\n", fs.Name(), synopsis)
 		fs.VisitAll(func(f *flag.Flag) {
+			if _, gone := f.Value.(*removedFlag); gone {
+				return
+			}
 			typ, help := flag.UnquoteUsage(f)
 			fmt.Fprintf(w, "  --%s %s\n      %s (env %s", f.Name, typ, help, envName(f.Name))
 			if f.DefValue != "" {

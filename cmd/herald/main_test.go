@@ -53,7 +53,7 @@ func TestServeQuickstart(t *testing.T) {
 	var token string
 	select {
 	case line := <-out.lines:
-		_, token, _ = strings.Cut(line, "publish token (this run only; set --jwt-key to choose the key): ")
+		_, token, _ = strings.Cut(line, "publish token (this run only; set --jwt-secret or --jwt-key-file to choose the key): ")
 	case code := <-exit:
 		t.Fatalf("serve exited with %d", code)
 	}
@@ -146,7 +146,8 @@ func TestInvalidValuesExit2(t *testing.T) {
 		{"--trusted-proxies", "10.0.0.0/8,proxy.example"},
 		{"--max-connections-per-ip", "-1"},
 		{"--publish-rate", "-2"},
-		{"--jwt-key", "short"},
+		{"--jwt-secret", "short"},
+		{"--jwt-secret", "0123456789abcdef0123456789abcdef", "--jwt-key-file", "key.pem"},
 		{"--anonymous"},
 		{"--reset-event", "a\nb"},
 		{"--reset-event", ""},
