@@ -60,6 +60,15 @@ func TestServeQuickstart(t *testing.T) {
 	if token == "" {
 		t.Fatal("serve printed no publish token")
 	}
+	// And a link to the page that carries it, out of the server's sight.
+	select {
+	case line := <-out.lines:
+		if want := "page that publishes with it: " + base + "/#token=" + token; line != want {
+			t.Errorf("serve printed %q, want %q", line, want)
+		}
+	case code := <-exit:
+		t.Fatalf("serve exited with %d", code)
+	}
 
 	resp, err := http.Get(base + "/events?topic=news")
 	if err != nil {

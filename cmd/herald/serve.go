@@ -349,6 +349,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	fmt.Fprintf(stdout, "herald serving on %s://%s\n", scheme, displayAddr(ln.Addr()))
 	if devToken != "" {
 		fmt.Fprintf(stdout, "publish token (this run only; set --jwt-secret or --jwt-key-file to choose the key): %s\n", devToken)
+		// The fragment reaches the page's script, never a server or a log.
+		fmt.Fprintf(stdout, "page that publishes with it: %s://%s/#token=%s\n", scheme, displayAddr(ln.Addr()), devToken)
 	}
 
 	served := make(chan error, 1)
