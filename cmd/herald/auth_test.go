@@ -150,7 +150,11 @@ func TestJWTKeyFlagsAreExplicit(t *testing.T) {
 			t.Setenv("HERALD_JWT_KEY", c.env)
 		}
 		var errOut bytes.Buffer
-		code := run(context.Background(), append([]string{"serve", "--addr", "127.0.0.1:0"}, c.args...), io.Discard, &errOut)
+		// A hub that starts in spite of the bad key is stopped, and fails
+		// the case with its exit status 0.
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		code := run(ctx, append([]string{"serve", "--addr", "127.0.0.1:0"}, c.args...), io.Discard, &errOut)
+		cancel()
 		if code != 2 {
 			t.Errorf("serve %q (HERALD_JWT_KEY=%q): exit %d, want 2; stderr %q", c.args, c.env, code, errOut.String())
 		}
