@@ -23,6 +23,7 @@ var commands = []command{
 	{"serve", "run the hub (in memory by default)", runServe},
 	{"bench", "load-test any Server-Sent Events endpoint", runBench},
 	{"token", "print a development token (an HS256 JWT)", runToken},
+	{"version", "print the version and revision this binary was built from", runVersion},
 }
 
 func main() {
@@ -43,6 +44,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
 		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args = append([]string{"version"}, args[1:]...)
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
@@ -133,6 +137,9 @@ func flagUsage(fs *flag.FlagSet, synopsis string) func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "Usage: herald %s [flags]\n\n%s\n\nFlags:\n", fs.Name(), synopsis)
 		fs.VisitAll(func(f *flag.Flag) {
+			if _, gone := f.Value.(*removedFlag); gone {
+				return
+			}
 			typ, help := flag.UnquoteUsage(f)
 			fmt.Fprintf(w, "  --%s %s\n      %s (env %s", f.Name, typ, help, envName(f.Name))
 			if f.DefValue != "" {

@@ -53,12 +53,21 @@ func TestServeQuickstart(t *testing.T) {
 	var token string
 	select {
 	case line := <-out.lines:
-		_, token, _ = strings.Cut(line, "publish token (this run only; set --jwt-key to choose the key): ")
+		_, token, _ = strings.Cut(line, "publish token (this run only; set --jwt-secret or --jwt-key-file to choose the key): ")
 	case code := <-exit:
 		t.Fatalf("serve exited with %d", code)
 	}
 	if token == "" {
 		t.Fatal("serve printed no publish token")
+	}
+	// And a link to the page that carries it, out of the server's sight.
+	select {
+	case line := <-out.lines:
+		if want := "page that publishes with it: " + base + "/#token=" + token; line != want {
+			t.Errorf("serve printed %q, want %q", line, want)
+		}
+	case code := <-exit:
+		t.Fatalf("serve exited with %d", code)
 	}
 
 	resp, err := http.Get(base + "/events?topic=news")
@@ -146,7 +155,8 @@ func TestInvalidValuesExit2(t *testing.T) {
 		{"--trusted-proxies", "10.0.0.0/8,proxy.example"},
 		{"--max-connections-per-ip", "-1"},
 		{"--publish-rate", "-2"},
-		{"--jwt-key", "short"},
+		{"--jwt-secret", "short"},
+		{"--jwt-secret", "0123456789abcdef0123456789abcdef", "--jwt-key-file", "key.pem"},
 		{"--anonymous"},
 		{"--reset-event", "a\nb"},
 		{"--reset-event", ""},

@@ -54,9 +54,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	reusePort := fs.Bool("reuseport", false, "listen with SO_REUSEPORT so several herald processes can share the port (Linux only)")
 	metricsOn := fs.Bool("metrics", true, "serve Prometheus metrics at GET /metrics")
 	corsOrigins := fs.String("cors-origins", "", "comma-separated `origins` of other sites whose pages may stream and publish (https://app.example.com, https://*.example.com, *); requests from other origins get 403")
-	jwtKey := fs.String("jwt-key", "", "JWT key for publishers and subscribers: an HMAC `secret` (32+ bytes), or the path of a PEM public key (RSA, ECDSA, Ed25519)")
-	pubKey := fs.String("publisher-jwt-key", "", "JWT key for publishers only (`secret or PEM path`); overrides --jwt-key and --jwks-url for them")
-	subKey := fs.String("subscriber-jwt-key", "", "JWT key for subscribers only (`secret or PEM path`); overrides --jwt-key and --jwks-url for them")
+	jwtSecret := fs.String("jwt-secret", "", "HMAC `secret` (32+ bytes) verifying publishers' and subscribers' tokens (HS256/384/512); prefer the environment variable, which the process list does not show")
+	jwtKeyFile := fs.String("jwt-key-file", "", "`file` of the PEM public key (RSA, ECDSA, Ed25519, or a certificate) verifying publishers' and subscribers' tokens")
+	pubSecret := fs.String("publisher-jwt-secret", "", "HMAC `secret` for publishers only; overrides --jwt-secret, --jwt-key-file and --jwks-url for them")
+	pubKeyFile := fs.String("publisher-jwt-key-file", "", "PEM public key `file` for publishers only; overrides --jwt-secret, --jwt-key-file and --jwks-url for them")
+	subSecret := fs.String("subscriber-jwt-secret", "", "HMAC `secret` for subscribers only; overrides --jwt-secret, --jwt-key-file and --jwks-url for them")
+	subKeyFile := fs.String("subscriber-jwt-key-file", "", "PEM public key `file` for subscribers only; overrides --jwt-secret, --jwt-key-file and --jwks-url for them")
+	// The old flags took a secret or a path and guessed which: a mistyped
+	// path became a secret. They now only stop the hub, saying why.
+	for _, name := range []string{"jwt-key", "publisher-jwt-key", "subscriber-jwt-key"} {
+		fs.Var(&removedFlag{name: name}, name, "")
+	}
 	jwksURL := fs.String("jwks-url", "", "`URL` of a JWKS whose keys verify tokens (cached, refreshed hourly and on unknown kid)")
 	jwtAudience := fs.String("jwt-audience", "", "required `aud` claim of tokens")
 	jwtIssuer := fs.String("jwt-issuer", "", "required `iss` claim of tokens")
@@ -79,6 +87,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	nodeName := fs.String("node-name", "", "this node's `name` in GET /cluster; default host:port")
 	fs.Usage = flagUsage(fs, "Runs the hub: GET /events streams, POST /publish publishes, GET / is a live page,\nGET /metrics has Prometheus metrics.")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if err := checkRemovedFlags(fs, stderr); err != nil {
 		return err
 	}
 
@@ -206,11 +217,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 
 	// Publishers never authenticate by cookie: /publish takes form posts,
 	// which any site can make a browser send with its cookies (CSRF).
-	pubAuth, err := newVerifier(ctx, logger, firstSet(*pubKey, *jwtKey), *jwksURL, *jwtAudience, *jwtIssuer, auth.FromHeader|auth.FromQuery)
+	both := keyFlags{"jwt-secret", *jwtSecret, "jwt-key-file", *jwtKeyFile}
+	pubKey, err := pickKey(keyFlags{"publisher-jwt-secret", *pubSecret, "publisher-jwt-key-file", *pubKeyFile}, both)
+	if err != nil {
+		return usageError(stderr, "%v", err)
+	}
+	subKey, err := pickKey(keyFlags{"subscriber-jwt-secret", *subSecret, "subscriber-jwt-key-file", *subKeyFile}, both)
+	if err != nil {
+		return usageError(stderr, "%v", err)
+	}
+	pubAuth, err := newVerifier(ctx, logger, pubKey, *jwksURL, *jwtAudience, *jwtIssuer, auth.FromHeader|auth.FromQuery)
 	if err != nil {
 		return usageError(stderr, "publisher key: %v", err)
 	}
-	subAuth, err := newVerifier(ctx, logger, firstSet(*subKey, *jwtKey), *jwksURL, *jwtAudience, *jwtIssuer, auth.AllSources)
+	subAuth, err := newVerifier(ctx, logger, subKey, *jwksURL, *jwtAudience, *jwtIssuer, auth.AllSources)
 	if err != nil {
 		return usageError(stderr, "subscriber key: %v", err)
 	}
@@ -338,7 +358,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		"reuseport", *reusePort, "metrics", *metricsOn, "tls", scheme == "https", "cors_origins", origins)...)
 	fmt.Fprintf(stdout, "herald serving on %s://%s\n", scheme, displayAddr(ln.Addr()))
 	if devToken != "" {
-		fmt.Fprintf(stdout, "publish token (this run only; set --jwt-key to choose the key): %s\n", devToken)
+		fmt.Fprintf(stdout, "publish token (this run only; set --jwt-secret or --jwt-key-file to choose the key): %s\n", devToken)
+		// The fragment reaches the page's script, never a server or a log.
+		fmt.Fprintf(stdout, "page that publishes with it: %s://%s/#token=%s\n", scheme, displayAddr(ln.Addr()), devToken)
 	}
 
 	served := make(chan error, 1)
@@ -473,28 +495,78 @@ func displayAddr(a net.Addr) string {
 	return fmt.Sprintf("localhost:%d", tcp.Port)
 }
 
-// firstSet returns the first non-empty value.
-func firstSet(values ...string) string {
-	for _, v := range values {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
+// keyFlags is one role's pair of key flags: their names and values.
+type keyFlags struct {
+	secretFlag, secret, fileFlag, file string
 }
 
-// newVerifier builds a token verifier from a key flag (an HMAC secret, or
-// the path of a PEM public key) or else a JWKS URL; nil when neither is
-// set.
-func newVerifier(ctx context.Context, logger *slog.Logger, key, jwksURL, audience, issuer string, sources auth.Source) (*auth.Verifier, error) {
+// key is the key a role's tokens are verified with: an HMAC secret, or the
+// PEM public key read from a file; neither when the role has no key flag.
+type key struct {
+	secret []byte
+	pem    []byte
+	from   string // the flag and file the PEM was read from, for errors
+}
+
+// pickKey returns the key of the first pair that sets one, read and
+// checked for being what its flag says: a file that cannot be read is an
+// error naming it, never taken for a secret.
+func pickKey(pairs ...keyFlags) (key, error) {
+	for _, p := range pairs {
+		switch {
+		case p.secret != "" && p.file != "":
+			return key{}, fmt.Errorf("--%s and --%s exclude each other: a role has one key", p.secretFlag, p.fileFlag)
+		case p.secret != "":
+			if len(p.secret) < auth.MinSecretBytes {
+				return key{}, fmt.Errorf("--%s must be at least %d bytes (it is %d); for a public key use --%s", p.secretFlag, auth.MinSecretBytes, len(p.secret), p.fileFlag)
+			}
+			return key{secret: []byte(p.secret)}, nil
+		case p.file != "":
+			pem, err := os.ReadFile(p.file)
+			if err != nil {
+				return key{}, fmt.Errorf("--%s: %w", p.fileFlag, err)
+			}
+			return key{pem: pem, from: "--" + p.fileFlag + " " + p.file}, nil
+		}
+	}
+	return key{}, nil
+}
+
+// removedFlag stands for a flag that no longer exists, so that using it
+// (or its environment variable) says what replaced it instead of "flag
+// provided but not defined". Its value is never printed: it may be a
+// secret.
+type removedFlag struct {
+	name string
+	set  bool
+}
+
+func (f *removedFlag) String() string   { return "" }
+func (f *removedFlag) Set(string) error { f.set = true; return nil }
+
+// checkRemovedFlags refuses removed flags that were given, naming their
+// replacements.
+func checkRemovedFlags(fs *flag.FlagSet, stderr io.Writer) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if r, ok := f.Value.(*removedFlag); ok && r.set && err == nil {
+			prefix := strings.TrimSuffix(r.name, "jwt-key")
+			err = usageError(stderr, "--%s (%s) was removed because it guessed between a secret and a file: use --%sjwt-secret SECRET for an HMAC secret or --%sjwt-key-file PATH for a PEM public key",
+				r.name, envName(r.name), prefix, prefix)
+		}
+	})
+	return err
+}
+
+// newVerifier builds a token verifier from a key or else a JWKS URL; nil
+// when neither is set.
+func newVerifier(ctx context.Context, logger *slog.Logger, k key, jwksURL, audience, issuer string, sources auth.Source) (*auth.Verifier, error) {
 	c := auth.Config{Audience: audience, Issuer: issuer, Logger: logger, Sources: sources}
 	switch {
-	case key != "":
-		if pem, err := os.ReadFile(key); err == nil {
-			c.PublicKeyPEM = pem
-		} else {
-			c.Secret = []byte(key)
-		}
+	case k.secret != nil:
+		c.Secret = k.secret
+	case k.pem != nil:
+		c.PublicKeyPEM = k.pem
 	case jwksURL != "":
 		c.JWKSURL = jwksURL
 	default:
@@ -502,7 +574,11 @@ func newVerifier(ctx context.Context, logger *slog.Logger, key, jwksURL, audienc
 	}
 	// The server's context: a JWKS is fetched in the background until
 	// serve returns.
-	return auth.NewVerifier(context.WithoutCancel(ctx), c)
+	v, err := auth.NewVerifier(context.WithoutCancel(ctx), c)
+	if err != nil && k.from != "" {
+		err = fmt.Errorf("%s: %w", k.from, err)
+	}
+	return v, err
 }
 
 // runKey makes a random key for this run and a token that may publish to

@@ -81,7 +81,10 @@ type server struct {
 func startServe(t *testing.T, args ...string) *server {
 	t.Helper()
 	// Tests publish without tokens unless they configure keys themselves.
-	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasSuffix(a, "jwt-key") || a == "--jwks-url" }) {
+	keyFlag := func(a string) bool {
+		return strings.HasSuffix(a, "jwt-secret") || strings.HasSuffix(a, "jwt-key-file") || a == "--jwks-url"
+	}
+	if !slices.ContainsFunc(args, keyFlag) {
 		args = append(args, "--open-publish")
 	}
 	ctx, cancel := context.WithCancel(context.Background())

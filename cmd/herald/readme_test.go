@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// readmeBlock returns the first ```sh block of README.md, after the
+// heading, that contains marker.
+func readmeBlock(t *testing.T, heading, marker string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("README.md has no heading %q", heading)
+	}
+	if next := strings.Index(rest, "\n## "); next >= 0 {
+		rest = rest[:next]
+	}
+	for {
+		_, block, ok := strings.Cut(rest, "```sh\n")
+		if !ok {
+			t.Fatalf("README.md: no sh block with %q under %q", marker, heading)
+		}
+		block, rest, _ = strings.Cut(block, "```\n")
+		if strings.Contains(block, marker) {
+			return block
+		}
+	}
+}
+
+// freePort returns a port nothing listens on just now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// runReadme runs a README example in bash as pasted, in a directory of its
+// own, with ./herald being this package built and the README's ports
+// replaced by free ones (so that it does not meet another hub), and
+// returns what it printed. Everything it started is killed at the end.
+func runReadme(t *testing.T, script string, replace ...string) string {
+	t.Helper()
+	bin, err := heraldBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p0, p1, p2 := freePort(t), freePort(t), freePort(t)
+	replace = append(replace, "./herald ", bin+" ", "8080", p0, "8081", p1, "8082", p2)
+	script = strings.NewReplacer(replace...).Replace(script)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-e", "-c", script)
+	cmd.Dir = t.TempDir()
+	// Only what the example sets: no HERALD_* of the test's environment.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HERALD_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "HERALD_ADDR=:"+p0, "HERALD_LOG_LEVEL=warn")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// A file, not a pipe: the hubs and curls left running in the
+	// background would hold a pipe open after bash exits.
+	outFile, err := os.Create(filepath.Join(t.TempDir(), "output"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outFile.Close()
+	cmd.Stdout, cmd.Stderr = outFile, outFile
+	err = cmd.Run()
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what the example left running
+	}
+	out, rerr := os.ReadFile(outFile.Name())
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil {
+		t.Fatalf("README example failed: %v\n--- script\n%s\n--- output\n%s", err, script, out)
+	}
+	t.Logf("output:\n%s", out)
+	return string(out)
+}
+
+// The README's examples work when pasted: the publish reaches the
+// subscriber started just before it (the authentication example used to
+// publish before the stream was open, and lose the event).
+func TestReadmeExamples(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds herald and runs the README's shell examples")
+	}
+	for _, tool := range []string{"bash", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("the README examples need %s: %v", tool, err)
+		}
+	}
+	t.Run("quickstart", func(t *testing.T) {
+		out := runReadme(t, readmeBlock(t, "## Quickstart", "serve"))
+		for _, want := range []string{"publish token (this run only", "page that publishes with it: http://localhost:", `{"id":"`, "event: herald.connected", "data: hello"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("quickstart printed no %q", want)
+			}
+		}
+	})
+	t.Run("authentication", func(t *testing.T) {
+		out := runReadme(t, readmeBlock(t, "## Authentication", "serve"))
+		if !strings.Contains(out, `{"id":"`) || !strings.Contains(out, "\ndata: hello\n") {
+			t.Errorf("the subscriber did not get the event")
+		}
+	})
+	t.Run("cluster", func(t *testing.T) {
+		url := os.Getenv("HERALD_TEST_REDIS_URL")
+		if url == "" {
+			t.Skip("set HERALD_TEST_REDIS_URL (redis://127.0.0.1:6379) to run the cluster example")
+		}
+		prefix := "herald-readme-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		block := readmeBlock(t, "## Cluster mode", "serve")
+		if !strings.Contains(block, "--redis-prefix myapp") {
+			t.Fatalf("the cluster example sets no --redis-prefix of its own:\n%s", block)
+		}
+		out := runReadme(t, block, "redis://127.0.0.1:6379", url, "--redis-prefix myapp", "--redis-prefix "+filepath.Base(prefix))
+		if !strings.Contains(out, `{"id":"`) || !strings.Contains(out, "\ndata: hello\n") {
+			t.Errorf("the subscriber on the second node did not get the event")
+		}
+	})
+}
