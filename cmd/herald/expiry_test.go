@@ -20,7 +20,7 @@ func TestServeEndsStreamAtTokenExpiry(t *testing.T) {
 	if code := run(context.Background(), []string{"token", "--secret", secret, "--sub", "alice", "--subscribe", "news", "--ttl", "2s"}, &tok, &errOut); code != 0 {
 		t.Fatalf("herald token: %d: %s", code, errOut.String())
 	}
-	s := startServe(t, "--addr", "127.0.0.1:0", "--jwt-key", secret)
+	s := startServe(t, "--addr", "127.0.0.1:0", "--jwt-secret", secret)
 	req, _ := http.NewRequest(http.MethodGet, s.base+"/events?topic=news", nil)
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tok.String()))
 	resp, err := http.DefaultClient.Do(req)
