@@ -133,7 +133,7 @@ func (u unreadableAppender) AppendUnreadable(ctx context.Context) (uint64, error
 }
 
 func rec(data string) herald.Record {
-	return herald.Record{Topics: []string{"a.b *>"}, Data: data, Time: time.Now()}
+	return herald.Record{Topics: []string{"a.b >"}, Data: data, Time: time.Now()}
 }
 
 // follower runs Follow in the background, and hands out its batches.
