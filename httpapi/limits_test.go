@@ -321,9 +321,14 @@ func (l smallSendBufferListener) Accept() (net.Conn, error) {
 // The write deadline applies per chunk, not to a whole batch: a client
 // reading slowly but steadily gets a large event whole.
 func TestSteadySlowReaderIsNotCutOff(t *testing.T) {
+	const (
+		timeout = 600 * time.Millisecond
+		size    = 3 << 19 // 1.5 MiB
+		rate    = 1 << 20 // bytes per second the client reads
+	)
 	hub := &herald.Hub{Heartbeat: -1}
 	defer hub.Close()
-	h := &httpapi.Handler{Hub: hub, OpenPublish: true, WriteTimeout: 300 * time.Millisecond}
+	h := &httpapi.Handler{Hub: hub, OpenPublish: true, WriteTimeout: timeout}
 	srv := httptest.NewUnstartedServer(h)
 	srv.Listener = smallSendBufferListener{srv.Listener}
 	srv.Start()
@@ -331,23 +336,30 @@ func TestSteadySlowReaderIsNotCutOff(t *testing.T) {
 
 	conn, br := rawStream(t, srv.Listener.Addr().String(), "big", smallReceiveBuffer)
 	defer conn.Close()
-	big := strings.Repeat("z", 1<<20)
+	big := strings.Repeat("z", size)
 	if _, err := hub.Publish(herald.Event{Topics: []string{"big"}, Data: big}); err != nil {
 		t.Fatal(err)
 	}
-	// About 1.6 MB/s: a megabyte takes ~600 ms, twice the deadline, while
-	// every 64 KiB chunk takes ~40 ms. The pacing is the point of the test,
-	// not a synchronisation.
+	// The client reads at a steady 1 MiB/s: the event takes 1.5 s, well
+	// over the deadline, while each 64 KiB chunk takes ~60 ms, a tenth
+	// of it. The pacing is the point of the test, not a synchronisation;
+	// a client that fell behind catches up without pausing, so load on
+	// the machine only makes it read faster.
 	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	var got int
+	start := time.Now()
+	var got, read int
 	buf := make([]byte, 16<<10)
 	for got < len(big) {
 		n, err := br.Read(buf)
+		read += n
 		got += strings.Count(string(buf[:n]), "z")
 		if err != nil {
 			t.Fatalf("cut off after %d of %d bytes: %v", got, len(big), err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(time.Until(start.Add(time.Duration(read) * time.Second / rate)))
+	}
+	if took := time.Since(start); took < 2*timeout {
+		t.Fatalf("read the event in %v: the test needs it to take over twice the %v deadline", took, timeout)
 	}
 }
 

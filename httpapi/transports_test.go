@@ -163,13 +163,20 @@ func testStalledReaderAmongThousand(t *testing.T, mode string) {
 		ticks, tickEvery = 25, 100*time.Millisecond
 	}
 	th := startTransport(t, mode, func(hub *herald.Hub, h *httpapi.Handler) {
-		hub.QueueBytes = 4 << 20
+		// Larger than all the bulk below: however far the writer lags
+		// behind the publisher, the queue cannot overflow before the
+		// test means it to.
+		hub.QueueBytes = 16 << 20
 		h.WriteTimeout = -1
 		h.MaxConnections = streams + 10
 	})
 	// The stalled stream also gets bulk events nobody else wants, to fill
 	// its buffers at once: over HTTP/2 that means the client's 4 MiB
-	// per-stream window, over HTTP/1.1 a few socket buffers.
+	// per-stream window, over HTTP/1.1 a few socket buffers. The bulk
+	// exceeds those buffers, so the stream's writer is blocked, and stays
+	// below QueueBytes, so it is not dropped yet (with a 4 MiB queue and
+	// 5 MiB of bulk over HTTP/2 it was, whenever the publisher ran more
+	// than 1 MiB ahead of the writer).
 	stalledClient := th.client(true, nil)
 	stalled := th.open(t, stalledClient, "tick", "bulk")
 
@@ -204,7 +211,7 @@ func testStalledReaderAmongThousand(t *testing.T, mode string) {
 
 	bulk := 4
 	if mode == "h2" {
-		bulk = 80
+		bulk = 96 // 6 MiB
 	}
 	big := strings.Repeat("b", 64<<10)
 	publishBulk := func() {
