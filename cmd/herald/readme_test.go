@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"os"
@@ -112,8 +113,21 @@ func TestReadmeExamples(t *testing.T) {
 			t.Skipf("the README examples need %s: %v", tool, err)
 		}
 	}
+	t.Run("go run", func(t *testing.T) {
+		// The README's first command, as written, from the repository
+		// root: it runs until stopped, so it passes once the hub serves.
+		block := readmeBlock(t, "## Quickstart", "go run")
+		if block != "go run ./cmd/herald serve\n" {
+			t.Fatalf("the quickstart's first command is %q, want the hub run from source", block)
+		}
+		port := freePort(t)
+		out := runReadmeUntil(t, "../..", block, "publish token (this run only", "HERALD_ADDR=:"+port)
+		if !strings.Contains(out, "herald serving on http://localhost:"+port+"\n") {
+			t.Errorf("go run ./cmd/herald serve did not say where it serves:\n%s", out)
+		}
+	})
 	t.Run("quickstart", func(t *testing.T) {
-		out := runReadme(t, readmeBlock(t, "## Quickstart", "serve"))
+		out := runReadme(t, readmeBlock(t, "## Quickstart", "serve.out"))
 		for _, want := range []string{"publish token (this run only", "page that publishes with it: http://localhost:", `{"id":"`, "event: herald.connected", "data: hello"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("quickstart printed no %q", want)
@@ -141,4 +155,67 @@ func TestReadmeExamples(t *testing.T) {
 			t.Errorf("the subscriber on the second node did not get the event")
 		}
 	})
+}
+
+// runReadmeUntil runs script in bash in dir, with env added to an
+// environment free of the test's HERALD_* variables, until its output
+// has a line starting with ready, and returns the output up to then. It
+// fails the test if the script ends first or ready takes over 2 minutes
+// (go run may have to build).
+func runReadmeUntil(t *testing.T, dir, script, ready string, env ...string) string {
+	t.Helper()
+	cmd := exec.Command("bash", "-e", "-c", script)
+	cmd.Dir = dir
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HERALD_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	// go run starts herald as a child: kill the whole group.
+	defer func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	}()
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	var out strings.Builder
+	timeout := time.After(2 * time.Minute)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("%s ended before printing %q:\n%s", script, ready, out.String())
+			}
+			out.WriteString(line + "\n")
+			if strings.HasPrefix(line, ready) {
+				// Drain the rest so the reader goroutine ends with the
+				// killed group.
+				go func() {
+					for range lines {
+					}
+				}()
+				return out.String()
+			}
+		case <-timeout:
+			t.Fatalf("%s printed no %q within 2 minutes:\n%s", script, ready, out.String())
+		}
+	}
 }
