@@ -13,6 +13,9 @@ func BenchmarkFanOut(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
 			h := &Hub{QueueBytes: 64 << 20, Heartbeat: -1}
+			if err := h.Open(); err != nil {
+				b.Fatal(err)
+			}
 			defer h.Close()
 			subs := make([]*Subscriber, n)
 			for i := range subs {
@@ -43,6 +46,9 @@ func BenchmarkFanOut(b *testing.B) {
 // subscribers each: the index must make untouched subscribers free.
 func BenchmarkFanOutSelective(b *testing.B) {
 	h := &Hub{QueueBytes: 64 << 20, Heartbeat: -1}
+	if err := h.Open(); err != nil {
+		b.Fatal(err)
+	}
 	defer h.Close()
 	var subs []*Subscriber
 	topics := make([]string, 1000)

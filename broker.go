@@ -15,6 +15,9 @@ import (
 // The broker is the source of truth for order: a node delivers nothing
 // it has not read back from the log, its own publishes included.
 //
+// A log's epoch is 12 characters of [A-Za-z0-9_], as [NewEpoch] makes:
+// the IDs nodes generate are made of it.
+//
 // Implementations: [MemoryBroker] (one process), and the redis and nats
 // packages.
 type Broker interface {

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -33,20 +31,24 @@ const (
 	maxBackoff = 2 * time.Second
 )
 
-// clusterState is what a hub with a Broker adds: the goroutines that read
-// the shared log and report the node's status, and what they know.
-type clusterState struct {
+// clusterLog is the log of a hub with a Broker: the cluster's shared log.
+// Its goroutines read the log into this node's copy (a MemoryHistory
+// under the log's epoch and positions) and hand what they read to the
+// hub (the sink), and report the node's status to the broker.
+type clusterLog struct {
+	sink   logSink
 	broker Broker
-	node   string
+	name   string
 	log    *slog.Logger
-	mirror *MemoryHistory // the hub's History
+	mirror *MemoryHistory // this node's copy of the log: the hub's History
 	every  time.Duration
 	wait   time.Duration
 	ctx    context.Context
 	cancel context.CancelFunc
 	synced chan struct{} // closed once the node has read the log up to its head at start
 
-	// Guarded by the hub's mu.
+	// Guarded by the hub's lock (held from sink.lockOpen to sink.unlock),
+	// like the copy and the subscriber queues they are in step with.
 	target      uint64 // the log's head at start, in targetEpoch
 	targetEpoch string
 	through     uint64        // read up to here: the copy's head, or past it when the newest entries were unreadable
@@ -63,11 +65,9 @@ type clusterState struct {
 	hasRead        bool      // a Follow has read, or run healthily: until then the node is not ready
 }
 
-func (h *Hub) startCluster() {
-	mirror, ok := h.History.(*MemoryHistory)
-	if !ok {
-		panic(fmt.Sprintf("herald: a Hub with a Broker keeps its copy of the log in a *MemoryHistory, not a %T", h.History))
-	}
+// openClusterLog starts the goroutines of h's log on h.Broker, with
+// mirror as this node's copy. h's lock is held.
+func openClusterLog(h *Hub, mirror *MemoryHistory) *clusterLog {
 	node := h.NodeID
 	if node == "" {
 		host, _ := os.Hostname()
@@ -86,19 +86,19 @@ func (h *Hub) startCluster() {
 		wait = DefaultSyncWait
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &clusterState{broker: h.Broker, node: node, log: logger.With("node", node), mirror: mirror, every: every, wait: wait,
+	c := &clusterLog{sink: h, broker: h.Broker, name: node, log: logger.With("node", node), mirror: mirror, every: every, wait: wait,
 		ctx: ctx, cancel: cancel, synced: make(chan struct{}), applied: make(chan struct{})}
-	h.cluster = c
-	go c.follow(h)
-	go c.announce(h)
+	go c.follow()
+	go c.announce()
+	return c
 }
 
-// stop ends the goroutines. The caller holds the hub's mu.
-func (c *clusterState) stop() { c.cancel() }
+// stop ends the goroutines.
+func (c *clusterLog) stop() { c.cancel() }
 
 // setErr records how one of the follower and the announcer fares with
 // the broker, logging once per outage.
-func (c *clusterState) setErr(which *error, err error) {
+func (c *clusterLog) setErr(which *error, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	was := c.brokerErrLocked()
@@ -111,7 +111,7 @@ func (c *clusterState) setErr(which *error, err error) {
 	}
 }
 
-func (c *clusterState) brokerErrLocked() error {
+func (c *clusterLog) brokerErrLocked() error {
 	if c.followErr != nil && !c.followHealthyLocked() {
 		return c.followErr
 	}
@@ -123,14 +123,14 @@ func (c *clusterState) brokerErrLocked() error {
 // and a Follow the broker refuses fails at once.
 const followHealthy = 500 * time.Millisecond
 
-func (c *clusterState) followHealthyLocked() bool {
+func (c *clusterLog) followHealthyLocked() bool {
 	healthy := !c.followingSince.IsZero() && time.Since(c.followingSince) > followHealthy
 	c.hasRead = c.hasRead || healthy
 	return healthy
 }
 
 // following records whether a Follow is running.
-func (c *clusterState) following(running bool) {
+func (c *clusterLog) following(running bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.followingSince = time.Time{}
@@ -139,14 +139,15 @@ func (c *clusterState) following(running bool) {
 	}
 }
 
-// readLocked is how far the node has read the log. h.mu must be held.
-func (c *clusterState) readLocked() uint64 { return max(c.through, c.mirror.Head()) }
+// headLocked is how far the node has read the log: past unreadable
+// entries too, which are lost, not ahead. The hub's lock must be held.
+func (c *clusterLog) headLocked() uint64 { return max(c.through, c.mirror.Head()) }
 
 // done reports a hub closing as ErrHubClosed, so nobody waits for a node
 // that is going away.
-func (c *clusterState) done() <-chan struct{} { return c.ctx.Done() }
+func (c *clusterLog) done() <-chan struct{} { return c.ctx.Done() }
 
-func (c *clusterState) sleep(d time.Duration) {
+func (c *clusterLog) sleep(d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -157,7 +158,7 @@ func (c *clusterState) sleep(d time.Duration) {
 
 // follow reads the log for as long as the hub lives, from where this node
 // got to, reconnecting after failures.
-func (c *clusterState) follow(h *Hub) {
+func (c *clusterLog) follow() {
 	backoff := minBackoff
 	haveTarget := false
 	for c.ctx.Err() == nil {
@@ -171,22 +172,26 @@ func (c *clusterState) follow(h *Hub) {
 				backoff = min(2*backoff, maxBackoff)
 				continue
 			}
-			h.mu.Lock()
-			if c.readLocked() == 0 && c.mirror.Epoch() != epoch {
-				c.adoptLocked(h, epoch)
+			if c.sink.lockOpen() != nil {
+				return
+			}
+			if c.headLocked() == 0 && c.mirror.Epoch() != epoch {
+				c.adoptLocked(epoch)
 			}
 			c.target, c.targetEpoch, haveTarget = head, epoch, true
 			c.checkSyncedLocked()
-			h.mu.Unlock()
+			c.sink.unlock()
 		}
-		h.mu.Lock()
-		epoch, after := c.mirror.Epoch(), c.readLocked()
-		h.mu.Unlock()
+		if c.sink.lockOpen() != nil {
+			return
+		}
+		epoch, after := c.mirror.Epoch(), c.headLocked()
+		c.sink.unlock()
 		progressed := false
 		c.following(true)
 		err := c.broker.Follow(c.ctx, epoch, after, func(b Batch) error {
 			progressed = true
-			return c.apply(h, b)
+			return c.apply(b)
 		})
 		c.following(false)
 		if c.ctx.Err() != nil || errors.Is(err, ErrHubClosed) {
@@ -201,22 +206,21 @@ func (c *clusterState) follow(h *Hub) {
 	}
 }
 
-// apply delivers a batch read from the log to this node's subscribers and
-// keeps it as history.
-func (c *clusterState) apply(h *Hub, b Batch) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
+// apply keeps a batch read from the log in this node's copy and hands it
+// to the hub, which delivers it to this node's subscribers.
+func (c *clusterLog) apply(b Batch) error {
+	if err := c.sink.lockOpen(); err != nil {
 		return ErrHubClosed
 	}
+	defer c.sink.unlock()
 	if b.Epoch != c.mirror.Epoch() {
 		if c.isSynced() {
-			c.resyncLocked(h, "the shared log was replaced (its epoch changed): what it held is gone", "from", c.mirror.Epoch(), "to", b.Epoch)
+			c.resyncLocked("the shared log was replaced (its epoch changed): what it held is gone", "from", c.mirror.Epoch(), "to", b.Epoch)
 		}
-		c.adoptLocked(h, b.Epoch)
+		c.adoptLocked(b.Epoch)
 	}
 	recs := b.Records
-	read := c.readLocked()
+	read := c.headLocked()
 	for len(recs) > 0 && recs[0].Position <= read {
 		recs = recs[1:] // read again after a reconnection
 	}
@@ -232,12 +236,12 @@ func (c *clusterState) apply(h *Hub, b Batch) error {
 		}
 		c.mirror.markLost(upTo)
 		if c.isSynced() {
-			c.resyncLocked(h, "events of the shared log were removed by retention before this node read them, or cannot be read by it")
+			c.resyncLocked("events of the shared log were removed by retention before this node read them, or cannot be read by it")
 		}
 	}
 	if len(recs) > 0 {
 		c.mirror.appendAt(recs)
-		h.deliverLocked(recs, nil)
+		c.sink.deliverLocked(recs, nil)
 	}
 	c.through = max(c.through, b.Through)
 	c.checkSyncedLocked()
@@ -251,16 +255,16 @@ func (c *clusterState) apply(h *Hub, b Batch) error {
 }
 
 // adoptLocked makes the node's copy an empty one of the log with epoch:
-// IDs are made of it from now on. h.mu must be held.
-func (c *clusterState) adoptLocked(h *Hub, epoch string) {
+// IDs are made of it from now on. The hub's lock must be held.
+func (c *clusterLog) adoptLocked(epoch string) {
 	c.mirror.adopt(epoch)
 	c.through = 0
-	h.idPrefix = epoch + "-"
+	c.sink.setEpochLocked(epoch)
 }
 
 // isSynced reports whether the node has read the log as far as it stood
 // at start.
-func (c *clusterState) isSynced() bool {
+func (c *clusterLog) isSynced() bool {
 	select {
 	case <-c.synced:
 		return true
@@ -271,41 +275,48 @@ func (c *clusterState) isSynced() bool {
 
 // resyncLocked ends every stream of a node that lost its place in the
 // log: the clients reconnect, and resuming tells them what is gone
-// instead of this node hiding a gap. h.mu must be held.
-func (c *clusterState) resyncLocked(h *Hub, why string, args ...any) {
-	c.log.Error("ending every stream so clients resume: "+why, append(args, "streams", len(h.subs))...)
-	for s := range h.subs {
-		h.removeLocked(s)
-		s.finish(ErrResync)
-	}
+// instead of this node hiding a gap. The hub's lock must be held.
+func (c *clusterLog) resyncLocked(why string, args ...any) {
+	n := c.sink.endAllLocked(ErrResync)
+	c.log.Error("ended every stream so clients resume: "+why, append(args, "streams", n)...)
 }
 
 // checkSyncedLocked marks the node in sync once it has read the log up to
-// where it stood at start. h.mu must be held.
-func (c *clusterState) checkSyncedLocked() {
+// where it stood at start. The hub's lock must be held.
+func (c *clusterLog) checkSyncedLocked() {
 	if c.targetEpoch == "" || c.isSynced() {
 		return
 	}
 	// A log replaced while the node started: what was there at start
 	// is gone, so being on the new one is all there is to wait for.
-	if c.mirror.Epoch() != c.targetEpoch || c.readLocked() >= c.target {
+	if c.mirror.Epoch() != c.targetEpoch || c.headLocked() >= c.target {
 		close(c.synced)
 	}
 }
 
+// copyState returns the epoch and head of this node's copy at one moment.
+func (c *clusterLog) copyState() (epoch string, head uint64, err error) {
+	if err := c.sink.lockOpen(); err != nil {
+		return "", 0, err
+	}
+	defer c.sink.unlock()
+	return c.mirror.Epoch(), c.mirror.Head(), nil
+}
+
 // announce reports this node's status to the broker now and then, which
 // doubles as a health check of the broker.
-func (c *clusterState) announce(h *Hub) {
+func (c *clusterLog) announce() {
 	t := time.NewTicker(c.every)
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(c.ctx, c.every)
 		epoch, head, err := c.broker.Head(ctx)
 		if err == nil {
-			st := NodeStatus{Node: c.node, Connections: h.Stats().Subscribers, Time: time.Now()}
-			h.mu.Lock()
-			st.Epoch, st.Applied = c.mirror.Epoch(), c.mirror.Head()
-			h.mu.Unlock()
+			st := NodeStatus{Node: c.name, Connections: c.sink.subscribers(), Time: time.Now()}
+			if st.Epoch, st.Applied, err = c.copyState(); err != nil {
+				cancel()
+				return
+			}
 			if epoch == st.Epoch {
 				st.Head = head
 			}
@@ -330,16 +341,11 @@ func (c *clusterState) announce(h *Hub) {
 	}
 }
 
-// prepareSubscribe waits, before the hub takes its lock, until the node
-// can place the subscriber in the log: it has read the log as far as it
-// stood at start and, for an ID it does not know, as far as the log
-// stands now (the event may have been published through a node ahead of
-// this one). It returns the highest position a generated ID of this
-// node's log may have for the node to trust it is in the log although
-// not read yet (see resumePoint), or ErrNotSynced when the node could not
-// read the log far enough in time, or not learn how far it goes.
-func (c *clusterState) prepareSubscribe(h *Hub, s *Subscriber, opts SubscribeOptions) (aheadLimit uint64, err error) {
-	ctx := opts.Context
+// place waits until the node can place a subscriber in the log: it has
+// read the log as far as it stood at start and, for an ID it does not
+// know, as far as the log stands now (the event may have been published
+// through a node ahead of this one). See eventLog.place.
+func (c *clusterLog) place(ctx context.Context, id string, known func() bool) (aheadLimit uint64, err error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -352,28 +358,25 @@ func (c *clusterState) prepareSubscribe(h *Hub, s *Subscriber, opts SubscribeOpt
 	case <-ctx.Done():
 		return 0, ErrNotSynced
 	}
-	id := opts.LastEventID
-	if id == "" || id == Earliest {
+	if known == nil || known() {
 		return 0, nil
 	}
-	if c := h.checkID(s, id); c.pos != 0 && c.visible {
-		return 0, nil
+	if err := c.sink.lockOpen(); err != nil {
+		return 0, err
 	}
-	h.mu.Lock()
-	prefix, read := h.idPrefix, c.readLocked()
-	h.mu.Unlock()
-	if rest, ok := strings.CutPrefix(id, prefix); ok {
-		p, err := strconv.ParseUint(rest, 36, 64)
-		if err != nil || p <= read {
+	epoch, read := c.mirror.Epoch(), c.headLocked()
+	c.sink.unlock()
+	if gid, ok := parseGeneratedID(id); ok && gid.epoch == epoch {
+		if gid.pos <= read {
 			return 0, nil // resumePoint knows
 		}
 		// Past what this node has read: trust it as far as the log
 		// goes, without waiting to read that far.
-		epoch, head, err := c.broker.Head(ctx)
+		logEpoch, head, err := c.broker.Head(ctx)
 		switch {
 		case err != nil:
 			return math.MaxUint64, nil // cannot check: a wrong ID harms only its own stream
-		case epoch != strings.TrimSuffix(prefix, "-"):
+		case logEpoch != epoch:
 			return 0, nil // from a log replaced since: resumePoint says unknown
 		}
 		return head, nil
@@ -383,42 +386,44 @@ func (c *clusterState) prepareSubscribe(h *Hub, s *Subscriber, opts SubscribeOpt
 	// then the node cannot tell an event it has not read from one never
 	// issued, and "unknown" would send the client back to this node's
 	// head, before events it has had: refuse instead, the client retries.
+	return 0, c.waitForHead(ctx)
+}
+
+// waitForHead waits until the node has read the log as far as it goes
+// now, or returns ErrNotSynced.
+func (c *clusterLog) waitForHead(ctx context.Context) error {
 	epoch, head, err := c.broker.Head(ctx)
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, ErrBrokerUnavailable) {
 			err = fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
 		}
-		return 0, fmt.Errorf("%w: cannot read the log's head to place the last event ID: %w", ErrNotSynced, err)
+		return fmt.Errorf("%w: cannot read the log's head to place the last event ID: %w", ErrNotSynced, err)
 	}
 	for {
-		h.mu.Lock()
-		caughtUp := c.mirror.Epoch() == epoch && c.readLocked() >= head
+		if err := c.sink.lockOpen(); err != nil {
+			return err
+		}
+		caughtUp := c.mirror.Epoch() == epoch && c.headLocked() >= head
 		applied := c.applied
-		h.mu.Unlock()
+		c.sink.unlock()
 		if caughtUp {
-			return 0, nil
+			return nil
 		}
 		select {
 		case <-applied:
 		case <-c.done():
-			return 0, ErrHubClosed
+			return ErrHubClosed
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%w: the log was not read far enough in time to place the last event ID: %w", ErrNotSynced, ctx.Err())
+			return fmt.Errorf("%w: the log was not read far enough in time to place the last event ID: %w", ErrNotSynced, ctx.Err())
 		}
 	}
 }
 
-// publish appends recs to the shared log; the hub delivers them when it
+// append puts recs in the shared log; the node delivers them when it
 // reads them back, like everyone else's.
-func (c *clusterState) publish(ctx context.Context, h *Hub, recs []Record, ids []string) error {
-	h.mu.Lock()
-	closed := h.closed
-	h.mu.Unlock()
-	if closed {
-		return ErrHubClosed
-	}
+func (c *clusterLog) append(ctx context.Context, recs []Record, ids []string) error {
 	// What this node has read; the broker checks the rest.
-	if err := h.duplicateID(recs); err != nil {
+	if err := duplicateID(c.mirror, recs); err != nil {
 		return err
 	}
 	epoch, err := c.broker.Append(ctx, recs)
@@ -433,34 +438,15 @@ func (c *clusterState) publish(ctx context.Context, h *Hub, recs []Record, ids [
 	for i := range recs {
 		ids[i] = recs[i].ID
 		if ids[i] == "" {
-			ids[i] = epoch + "-" + strconv.FormatUint(recs[i].Position, 36)
+			ids[i] = generatedID{epoch, recs[i].Position}.String()
 		}
 	}
 	return nil
 }
 
-// Ready reports whether the hub can serve subscribers and publishers
-// without loss: nil, or why not. A History that is a [HealthChecker] must
-// be healthy. A clustered hub is ready once it has
-// read the shared log up to where it stood at start, while its broker
-// answers.
-func (h *Hub) Ready() error {
-	h.init()
-	h.mu.Lock()
-	closed := h.closed
-	h.mu.Unlock()
-	if closed {
-		return ErrHubClosed
-	}
-	if hc, ok := h.History.(HealthChecker); ok {
-		if err := hc.Healthy(); err != nil {
-			return err
-		}
-	}
-	c := h.cluster
-	if c == nil {
-		return nil
-	}
+// ready: a clustered node is ready once it has read the shared log up to
+// where it stood at start, while its broker answers.
+func (c *clusterLog) ready() error {
 	if !c.isSynced() {
 		return ErrNotSynced
 	}
@@ -479,54 +465,20 @@ func (h *Hub) Ready() error {
 	return err
 }
 
-// WaitSynced blocks until a clustered hub has read the shared log up to
-// where it stood when the hub started, or ctx ends. A hub without a
-// broker is always in sync.
-func (h *Hub) WaitSynced(ctx context.Context) error {
-	h.init()
-	if h.cluster == nil {
-		return nil
-	}
+func (c *clusterLog) waitSynced(ctx context.Context) error {
 	select {
-	case <-h.cluster.synced:
+	case <-c.synced:
 		return nil
-	case <-h.cluster.done():
+	case <-c.done():
 		return ErrHubClosed
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", ErrNotSynced, ctx.Err())
 	}
 }
 
-// NodeInfo is a node of a cluster as [Hub.Nodes] reports it.
-type NodeInfo struct {
-	NodeStatus
-	// Lag is how many events the node had still to deliver when it
-	// reported, counted in this node's copy of the log; -1 when this
-	// node cannot tell (another epoch, or events it has not read).
-	Lag int `json:"lag"`
-	// Self marks the node answering.
-	Self bool `json:"self"`
-}
+func (c *clusterLog) node() string { return c.name }
 
-// Node returns the hub's node name (see NodeID); empty unless clustered.
-func (h *Hub) Node() string {
-	h.init()
-	if h.cluster == nil {
-		return h.NodeID
-	}
-	return h.cluster.node
-}
-
-// Nodes lists the nodes of the hub's cluster that reported within
-// [NodeTTL], or only this hub when it has no broker.
-func (h *Hub) Nodes(ctx context.Context) ([]NodeInfo, error) {
-	h.init()
-	c := h.cluster
-	if c == nil {
-		head := h.History.Head()
-		return []NodeInfo{{NodeStatus: NodeStatus{Node: h.NodeID, Connections: h.Stats().Subscribers,
-			Epoch: h.History.Epoch(), Applied: head, Head: head, Time: time.Now()}, Self: true}}, nil
-	}
+func (c *clusterLog) nodes(ctx context.Context) ([]NodeInfo, error) {
 	sts, err := c.broker.Nodes(ctx)
 	if err != nil {
 		if !errors.Is(err, ErrBrokerUnavailable) {
@@ -534,12 +486,13 @@ func (h *Hub) Nodes(ctx context.Context) ([]NodeInfo, error) {
 		}
 		return nil, err
 	}
-	h.mu.Lock() // epoch and head of one moment
-	epoch, head := c.mirror.Epoch(), c.mirror.Head()
-	h.mu.Unlock()
+	epoch, head, err := c.copyState()
+	if err != nil {
+		return nil, err
+	}
 	infos := make([]NodeInfo, len(sts))
 	for i, st := range sts {
-		info := NodeInfo{NodeStatus: st, Lag: -1, Self: st.Node == c.node}
+		info := NodeInfo{NodeStatus: st, Lag: -1, Self: st.Node == c.name}
 		if st.Epoch == epoch && st.Applied <= st.Head && st.Head <= head {
 			info.Lag = c.mirror.countBetween(st.Applied, st.Head)
 		}

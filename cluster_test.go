@@ -23,6 +23,9 @@ var quiet = slog.New(slog.DiscardHandler)
 func newNode(t *testing.T, b Broker, name string) *Hub {
 	t.Helper()
 	h := &Hub{Broker: b, NodeID: name, Heartbeat: -1, AnnounceEvery: 10 * time.Millisecond, Logger: quiet}
+	if err := h.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { h.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), clusterTestWait)
 	defer cancel()
@@ -168,7 +171,7 @@ func waitApplied(t *testing.T, h *Hub, b Broker) {
 	defer cancel()
 	for {
 		h.mu.Lock()
-		done, applied := h.History.Head() >= head, h.cluster.applied
+		done, applied := h.History.Head() >= head, h.log.(*clusterLog).applied
 		h.mu.Unlock()
 		if done {
 			return
@@ -515,6 +518,9 @@ func TestClusterNotSynced(t *testing.T) {
 	b := &MemoryBroker{}
 	b.SetUnavailable(errors.New("down"))
 	h := &Hub{Broker: b, Heartbeat: -1, Logger: quiet, AnnounceEvery: 10 * time.Millisecond}
+	if err := h.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { h.Close() })
 	if err := h.Ready(); !errors.Is(err, ErrNotSynced) {
 		t.Errorf("Ready before reading the log = %v, want ErrNotSynced", err)
@@ -561,6 +567,9 @@ func TestClusterCloseWakesWaitingSubscribers(t *testing.T) {
 	b := &MemoryBroker{}
 	b.SetUnavailable(errors.New("down"))
 	h := &Hub{Broker: b, Heartbeat: -1, Logger: quiet}
+	if err := h.Open(); err != nil {
+		t.Fatal(err)
+	}
 	h.Ready() // starts the node
 	errc := make(chan error, 2)
 	go func() {
@@ -590,6 +599,9 @@ func (f failingFollow) Follow(context.Context, string, uint64, func(Batch) error
 
 func TestClusterNotReadyWhileTheLogCannotBeRead(t *testing.T) {
 	h := &Hub{Broker: failingFollow{&MemoryBroker{}}, Heartbeat: -1, Logger: quiet, AnnounceEvery: time.Millisecond}
+	if err := h.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { h.Close() })
 	if err := h.WaitSynced(context.Background()); err != nil {
 		t.Fatal(err) // an empty log: in sync at once

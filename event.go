@@ -141,25 +141,10 @@ func idProblem(id string) string {
 		return "id starts or ends with a space"
 	case id == Earliest:
 		return fmt.Sprintf("id %q is reserved: it asks for all history", Earliest)
-	case looksGenerated(id):
+	case hasGeneratedShape(id):
 		return "id has the form of hub-generated ids (12 letters, digits or _, '-', base-36 digits)"
 	}
 	return ""
-}
-
-// looksGenerated reports whether id has the form of an id the hub makes
-// from a history's epoch and a position.
-func looksGenerated(id string) bool {
-	i := strings.LastIndexByte(id, '-')
-	if i < 0 || !looksLikeEpoch(id[:i]) || i+1 == len(id) {
-		return false
-	}
-	for _, c := range []byte(id[i+1:]) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z') {
-			return false
-		}
-	}
-	return true
 }
 
 // ValidateTopic reports why name cannot be a topic an event is published to.

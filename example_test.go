@@ -11,6 +11,10 @@ import (
 // the writer drains everything queued in one go.
 func ExampleHub() {
 	hub := &herald.Hub{}
+	if err := hub.Open(); err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer hub.Close()
 
 	sub, _ := hub.Subscribe(herald.Topic("news"), herald.Topic("sports"))
@@ -56,8 +60,13 @@ func ExampleMemoryBroker() {
 	broker := &herald.MemoryBroker{}
 	a := &herald.Hub{Broker: broker, NodeID: "a"}
 	b := &herald.Hub{Broker: broker, NodeID: "b"}
-	defer a.Close()
-	defer b.Close()
+	for _, h := range []*herald.Hub{a, b} {
+		if err := h.Open(); err != nil {
+			fmt.Println(err)
+			return
+		}
+		defer h.Close()
+	}
 
 	sub, _ := b.Subscribe(herald.Topic("news"))
 	defer sub.Close()

@@ -70,14 +70,14 @@ const (
 // History keeps published events so that a subscriber that reconnects
 // gets exactly what it missed. The hub calls Append with its publish lock
 // held, so records arrive one call at a time in publish order, and the
-// History assigns their positions: a shared log (a Redis stream, a NATS
-// JetStream stream, an embedded database) can be the source of truth for
-// ordering.
+// History assigns their positions. A cluster's shared log is a [Broker],
+// not a History: a clustered hub keeps its copy of it in a MemoryHistory.
 type History interface {
 	// Epoch names this store instance. It is part of every ID the hub
 	// generates, so an ID from another instance (a wiped or replaced
 	// store) is recognised as foreign instead of being mapped to the
-	// wrong position. It uses only characters [A-Za-z0-9_].
+	// wrong position. It is 12 characters of [A-Za-z0-9_], as
+	// [NewEpoch] makes ([Hub.Open] refuses another shape).
 	Epoch() string
 	// Append stores recs in order, setting each one's Position. It copies
 	// what it keeps: the slices belong to the caller. If the

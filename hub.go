@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +33,8 @@ var (
 	ErrSlowSubscriber = errors.New("subscriber too slow: queue overflowed")
 	// ErrHubClosed means the hub was closed (the server is shutting down).
 	ErrHubClosed = errors.New("hub closed")
+	// ErrHubNotOpen means a hub was used before [Hub.Open].
+	ErrHubNotOpen = errors.New("hub not open: call Open first")
 	// ErrNoSelector means Subscribe was called without any selector.
 	ErrNoSelector = errors.New("no topic selector")
 	// ErrDuplicateID means a publisher-supplied ID is already carried by
@@ -47,10 +48,16 @@ var (
 	ErrSubscriptionExpired = errors.New("subscription expired")
 )
 
-// Hub routes published events to subscribers. The zero value is ready to
-// use; set the exported fields before the first call. A Hub must not be
-// copied after first use. Close it when done: it stops the heartbeat
-// goroutine and ends every subscription.
+// Hub routes published events to subscribers. Set the exported fields,
+// then call [Hub.Open], which checks them and starts the hub: they are
+// not read again, and nothing else works before it. A zero Hub opens as
+// a single node with an in-memory history and the defaults. A Hub must
+// not be copied after Open. Close it when done: it stops the hub's
+// goroutines and ends every subscription.
+//
+// Every publish goes one way: into the hub's log (this node's History,
+// or with a Broker the cluster's shared log), and from the log to the
+// subscriber queues through one seam (see eventlog.go).
 type Hub struct {
 	// QueueBytes bounds what may wait in one subscriber's queue. An event
 	// that would push a non-empty queue past it drops the subscriber. Zero
@@ -88,16 +95,14 @@ type Hub struct {
 	// Nil means slog.Default().
 	Logger *slog.Logger
 
-	initOnce sync.Once
-	idPrefix string // the history's epoch and "-": generated IDs are idPrefix + position; guarded by mu
-	cluster  *clusterState
-
 	// mu serialises publishing so every subscriber sees events in one
-	// global order, and guards the subscription index.
+	// global order, and guards the subscription index and the epoch.
 	mu         sync.Mutex
+	opened     bool
 	closed     bool
+	log        eventLog
+	epoch      string // the log's epoch: generated IDs are made of it
 	publishSeq uint64 // numbers publishes so a subscriber matched twice gets an event once
-	idSeq      uint64
 	subs       map[*Subscriber]struct{}
 	byTopic    map[string]map[*Subscriber]struct{} // subscribers with Topic selectors
 	scanned    map[*Subscriber]struct{}            // subscribers with other selectors
@@ -115,19 +120,84 @@ type Hub struct {
 	queued    atomic.Int64 // bytes in all queues, kept by the queues so Stats need not visit them
 }
 
-func (h *Hub) init() {
-	h.initOnce.Do(func() {
-		if h.History == nil {
-			h.History = NewMemoryHistory(Retention{})
+// Open checks the hub's settings and starts it: with a Broker, the
+// goroutines that read the shared log and report this node. It fails,
+// and the hub stays unusable, if a setting cannot work: a negative
+// QueueBytes, a History that is a nil pointer, has no usable epoch or is
+// not healthy, or a Broker with a History other than a *MemoryHistory.
+func (h *Hub) Open() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.closed:
+		return ErrHubClosed
+	case h.opened:
+		return errors.New("herald: Hub.Open called twice")
+	}
+	if err := h.checkSettings(); err != nil {
+		return err
+	}
+	if h.History == nil {
+		h.History = NewMemoryHistory(Retention{})
+	}
+	h.subs = make(map[*Subscriber]struct{})
+	h.byTopic = make(map[string]map[*Subscriber]struct{})
+	h.scanned = make(map[*Subscriber]struct{})
+	h.epoch = h.History.Epoch()
+	if h.Broker != nil {
+		h.log = openClusterLog(h, h.History.(*MemoryHistory))
+	} else {
+		h.log = &localLog{sink: h, name: h.NodeID, history: h.History}
+	}
+	h.opened = true
+	return nil
+}
+
+// checkSettings says why the exported fields cannot make a working hub.
+func (h *Hub) checkSettings() error {
+	if h.QueueBytes < 0 {
+		return fmt.Errorf("herald: QueueBytes %d is negative", h.QueueBytes)
+	}
+	if h.History == nil {
+		return nil
+	}
+	if v := reflect.ValueOf(h.History); v.Kind() == reflect.Pointer && v.IsNil() {
+		return fmt.Errorf("herald: History is a nil %T", h.History)
+	}
+	if _, ok := h.History.(*MemoryHistory); h.Broker != nil && !ok {
+		return fmt.Errorf("herald: a Hub with a Broker keeps its copy of the log in a *MemoryHistory, not a %T", h.History)
+	}
+	if e := h.History.Epoch(); !looksLikeEpoch(e) {
+		return fmt.Errorf("herald: the history's epoch %q is not 12 characters of [A-Za-z0-9_] (see NewEpoch)", e)
+	}
+	if hc, ok := h.History.(HealthChecker); ok {
+		if err := hc.Healthy(); err != nil {
+			return fmt.Errorf("herald: history: %w", err)
 		}
-		h.idPrefix = h.History.Epoch() + "-"
-		h.subs = make(map[*Subscriber]struct{})
-		h.byTopic = make(map[string]map[*Subscriber]struct{})
-		h.scanned = make(map[*Subscriber]struct{})
-		if h.Broker != nil {
-			h.startCluster()
-		}
-	})
+	}
+	return nil
+}
+
+// usable says why the hub cannot take publishes or subscriptions now.
+// h.mu must be held.
+func (h *Hub) usableLocked() error {
+	switch {
+	case h.closed:
+		return ErrHubClosed
+	case !h.opened:
+		return ErrHubNotOpen
+	}
+	return nil
+}
+
+// openLog returns the hub's log, or why it cannot be used.
+func (h *Hub) openLog() (eventLog, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.usableLocked(); err != nil {
+		return nil, err
+	}
+	return h.log, nil
 }
 
 func (h *Hub) queueBytes() int {
@@ -149,15 +219,6 @@ func (h *Hub) heartbeat() time.Duration {
 // [Subscriber.Ready]) and call [Subscriber.Close] when done.
 func (h *Hub) Subscribe(selectors ...Selector) (*Subscriber, error) {
 	return h.SubscribeWith(SubscribeOptions{Selectors: selectors})
-}
-
-// SubscribeFunc is Subscribe for drainers that are not goroutines, such
-// as a poller serving thousands of connections: see [SubscribeOptions].Wake.
-func (h *Hub) SubscribeFunc(wake func(), selectors ...Selector) (*Subscriber, error) {
-	if wake == nil {
-		return nil, errors.New("herald: SubscribeFunc with a nil wake function")
-	}
-	return h.SubscribeWith(SubscribeOptions{Selectors: selectors, Wake: wake})
 }
 
 // SubscribeOptions says what a subscriber receives, from where, and how it
@@ -191,33 +252,13 @@ type SubscribeOptions struct {
 	// subscription wait (for the node to read the shared log far enough
 	// to place it); the wait is never longer than the hub's SyncWait.
 	Context context.Context
-	// Wake, if set, replaces the Ready and Done channels: the hub calls it
-	// when the queue turns non-empty and when the subscriber is removed
-	// ([Subscriber.Removed] tells). It runs while the hub holds its locks,
+	// Wake, if set, replaces the Ready and Done channels, for drainers
+	// that are not goroutines (a poller serving thousands of streams):
+	// the hub calls it when the queue turns non-empty and when the
+	// subscriber is removed ([Subscriber.Removed] tells). It runs while the hub holds its locks,
 	// possibly before SubscribeWith returns: it must return at once and
 	// must not call the hub or the Subscriber.
 	Wake func()
-}
-
-// Earliest as a Last-Event-ID replays all retained history.
-const Earliest = "earliest"
-
-// Reasons a subscriber could not resume where it asked, in [Reset].
-const (
-	ResetUnknown = "unknown" // the ID was never issued by this history, or is malformed
-	ResetExpired = "expired" // events after it were removed by retention
-	ResetForeign = "foreign" // the ID comes from another history (wiped, replaced)
-)
-
-// Reset tells a subscriber that it could not resume where it asked and
-// starts with live events: what it missed is gone, and the application
-// should reload its state.
-type Reset struct {
-	Reason      string // ResetUnknown, ResetExpired or ResetForeign
-	LastEventID string // the ID the subscriber asked to resume after
-	// ResumeID is the ID of the newest event published before the
-	// subscription (empty if none): resuming after it later is gapless.
-	ResumeID string
 }
 
 // SubscribeWith registers a subscriber as opts describe.
@@ -236,7 +277,10 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 			return nil, fmt.Errorf("%w: nil selector", ErrInvalidSelector)
 		}
 	}
-	h.init()
+	log, err := h.openLog()
+	if err != nil {
+		return nil, err
+	}
 	s := &Subscriber{
 		hub:       h,
 		subject:   opts.Subject,
@@ -254,32 +298,29 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 		}
 	}
 
-	aheadLimit := uint64(0)
-	if h.cluster != nil {
-		var err error
-		if aheadLimit, err = h.cluster.prepareSubscribe(h, s, opts); err != nil {
-			return nil, err
-		}
-	}
-
 	var pre idCheck
-	if lastEventID != "" && lastEventID != Earliest {
+	known := func() bool {
 		pre = h.checkID(s, lastEventID)
+		return pre.pos != 0 && pre.visible
+	}
+	if lastEventID == "" || lastEventID == Earliest {
+		known = nil
+	}
+	aheadLimit, err := log.place(opts.Context, lastEventID, known)
+	if err != nil {
+		return nil, err
 	}
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
-		return nil, ErrHubClosed
+	if err := h.usableLocked(); err != nil {
+		return nil, err
 	}
-	s.idPrefix = h.idPrefix
+	s.epoch = h.epoch
 	if lastEventID != "" {
 		// Under the publish lock: every event up to the head is in the
 		// history, every later one will be queued live.
-		head := h.History.Head()
-		if h.cluster != nil {
-			head = h.cluster.readLocked() // past unreadable entries too: they are lost, not ahead
-		}
+		head := log.headLocked()
 		after, reason := h.resumePoint(s, lastEventID, pre, head, aheadLimit)
 		if reason == resumeAhead {
 			// A clustered node behind the one that sent the event:
@@ -292,7 +333,7 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 			// Even with nothing published yet the reset carries an ID
 			// (position 0), so a client that drops before the first
 			// event still resumes without missing what came meanwhile.
-			s.reset = &Reset{Reason: reason, LastEventID: lastEventID, ResumeID: h.idPrefix + strconv.FormatUint(head, 36)}
+			s.reset = &Reset{Reason: reason, LastEventID: lastEventID, ResumeID: generatedID{h.epoch, head}.String()}
 		} else {
 			s.replayAfter, s.replayUpTo = after, head
 		}
@@ -345,7 +386,10 @@ func (h *Hub) PublishContext(ctx context.Context, events ...Event) ([]string, er
 			return nil, err
 		}
 	}
-	h.init()
+	log, err := h.openLog()
+	if err != nil {
+		return nil, err
+	}
 	ids := make([]string, len(events))
 	recs := make([]Record, len(events))
 	now := time.Now()
@@ -355,52 +399,19 @@ func (h *Hub) PublishContext(ctx context.Context, events ...Event) ([]string, er
 		recs[i] = Record{ID: e.ID, Topics: e.Topics, Type: e.Type, Data: e.Data, Retry: e.Retry, Time: now,
 			Private: e.Private, ToUsers: e.ToUsers, ToConnections: e.ToConnections}
 	}
-
-	if h.cluster != nil {
-		if err := h.cluster.publish(ctx, h, recs, ids); err != nil {
-			return nil, err
-		}
-		return ids, nil
-	}
-	durable, err := h.publishLocked(recs, ids)
-	if err != nil {
+	if err := log.append(ctx, recs, ids); err != nil {
 		return nil, err
-	}
-	if durable != nil {
-		if err := durable(); err != nil {
-			return nil, fmt.Errorf("herald: history: %w", err)
-		}
 	}
 	return ids, nil
 }
 
-// publishLocked appends recs to the history and queues them to
-// subscribers, under the publish lock, and returns the history's wait for
-// durability, to be called after the lock is released.
-func (h *Hub) publishLocked(recs []Record, ids []string) (func() error, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return nil, ErrHubClosed
-	}
-	if err := h.duplicateID(recs); err != nil {
-		return nil, err
-	}
-	durable, err := h.History.Append(recs)
-	if err != nil {
-		return nil, fmt.Errorf("herald: history: %w", err)
-	}
-	h.deliverLocked(recs, ids)
-	return durable, nil
-}
-
-// duplicateID refuses a publisher's ID that a retained event carries, or
-// that recs carry twice: an ID is how a client says where it is, and two
-// events with one ID would make resuming after it ambiguous.
-func (h *Hub) duplicateID(recs []Record) error {
+// duplicateID refuses a publisher's ID that a retained event of hist
+// carries, or that recs carry twice: an ID is how a client says where it
+// is, and two events with one ID would make resuming after it ambiguous.
+func duplicateID(hist History, recs []Record) error {
 	for i := range recs {
 		if id := recs[i].ID; id != "" {
-			if _, dup := h.History.Lookup(id); dup || slices.ContainsFunc(recs[:i], func(r Record) bool { return r.ID == id }) {
+			if _, dup := hist.Lookup(id); dup || slices.ContainsFunc(recs[:i], func(r Record) bool { return r.ID == id }) {
 				return fmt.Errorf("%w: %q", ErrDuplicateID, id)
 			}
 		}
@@ -415,7 +426,7 @@ func (h *Hub) deliverLocked(recs []Record, ids []string) {
 	for i := range recs {
 		start := len(frames)
 		var id string
-		frames, id = appendFrame(frames, h.idPrefix, &recs[i])
+		frames, id = appendFrame(frames, h.epoch, &recs[i])
 		if ids != nil {
 			ids[i] = id
 		}
@@ -427,12 +438,11 @@ func (h *Hub) deliverLocked(recs []Record, ids []string) {
 }
 
 // appendFrame encodes r as it goes on the wire and returns its ID: the
-// publisher's own, or one made of idPrefix (the history's epoch and "-")
-// and r's position.
-func appendFrame(dst []byte, idPrefix string, r *Record) ([]byte, string) {
+// publisher's own, or the one generated from epoch and r's position.
+func appendFrame(dst []byte, epoch string, r *Record) ([]byte, string) {
 	id := r.ID
 	if id == "" {
-		id = idPrefix + strconv.FormatUint(r.Position, 36)
+		id = generatedID{epoch, r.Position}.String()
 	}
 	out, err := sse.AppendEvent(dst, &sse.Event{ID: id, Type: r.Type, Data: r.Data, Retry: r.Retry})
 	if err != nil {
@@ -440,140 +450,6 @@ func appendFrame(dst []byte, idPrefix string, r *Record) ([]byte, string) {
 		panic(fmt.Sprintf("herald: validated event failed to encode: %v", err))
 	}
 	return out, id
-}
-
-// looksLikeEpoch reports whether s could be a history's epoch (see
-// [NewEpoch]), so that an ID made of it is another history's rather than
-// one nobody issued.
-func looksLikeEpoch(s string) bool {
-	if len(s) != epochLength {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// resumePoint finds where s, resuming after lastEventID, starts, or why
-// it cannot. A generated ID of this history past its head, up to
-// aheadLimit, is one a clustered node has not read yet (resumeAhead).
-func (h *Hub) resumePoint(s *Subscriber, lastEventID string, pre idCheck, head uint64, aheadLimit uint64) (uint64, string) {
-	selectors := s.selectors
-	if lastEventID == Earliest {
-		// Everything retained: start after the last position whose
-		// successors retention has touched. Lost is monotone in its
-		// position, so a binary search finds it.
-		lo, hi := uint64(0), head // Lost(hi) is false: nothing follows the head
-		for lo < hi {
-			mid := lo + (hi-lo)/2
-			if h.History.Lost(mid, head, selectors) {
-				lo = mid + 1
-			} else {
-				hi = mid
-			}
-		}
-		return lo, ""
-	}
-	pos, ok := h.lookupFor(s, lastEventID, pre)
-	if !ok {
-		i := strings.LastIndexByte(lastEventID, '-')
-		if i < 0 {
-			return 0, ResetUnknown
-		}
-		p, err := strconv.ParseUint(lastEventID[i+1:], 36, 64)
-		switch {
-		case err != nil:
-			return 0, ResetUnknown
-		case lastEventID[:i+1] != h.idPrefix:
-			if looksLikeEpoch(lastEventID[:i]) {
-				return 0, ResetForeign
-			}
-			return 0, ResetUnknown
-		case p > head && p <= aheadLimit:
-			return p, resumeAhead
-		case p > head:
-			return 0, ResetUnknown // not issued yet: from a store that lost its tail
-		}
-		pos = p
-	}
-	if h.History.Lost(pos, head, selectors) {
-		return 0, ResetExpired
-	}
-	return pos, ""
-}
-
-// everything reads a record whatever its topics.
-var everything = []Selector{All{}}
-
-// idCheck is what a publisher's ID resolves to for a subscriber: the
-// position of the retained event carrying it (0: none), and whether the
-// subscriber may see that event.
-type idCheck struct {
-	pos     uint64
-	visible bool
-}
-
-// checkID looks a publisher's ID up for s. An event s may not see
-// (private, or for other users or connections) must be answered as an ID
-// never issued, so that resuming after a guessed ID does not tell whether
-// such an event exists. A stream that may see it (the same rights or
-// subject) still resumes right after it; one after an event for a
-// connection is another connection, told to reload like any stream that
-// lost its place.
-func (h *Hub) checkID(s *Subscriber, id string) idCheck {
-	if m, ok := h.History.(recordLookup); ok {
-		r, ok := m.lookupRecord(id)
-		if !ok {
-			return idCheck{}
-		}
-		return idCheck{pos: r.Position, visible: !r.restricted() || s.mayReceive(&r)}
-	}
-	pos, ok := h.History.Lookup(id)
-	if !ok {
-		return idCheck{}
-	}
-	c := idCheck{pos: pos}
-	// Records never change, only leave: the one at pos is the event
-	// (or, gone since, a miss like any other).
-	err := h.History.Replay(pos-1, pos, everything, func(recs []Record) error {
-		for i := range recs {
-			if r := &recs[i]; r.Position == pos && r.ID == id {
-				c.visible = !r.restricted() || s.mayReceive(r)
-			}
-		}
-		return nil
-	})
-	c.visible = c.visible && err == nil
-	return c
-}
-
-// lookupFor resolves a publisher's ID to the position of the event
-// carrying it if s may see it (see checkID), as if never issued
-// otherwise. pre is checkID's answer from before the hub's lock (a
-// Replay costs more than the critical section should), good while the ID
-// still points at the same record. h.mu must be held.
-func (h *Hub) lookupFor(s *Subscriber, id string, pre idCheck) (uint64, bool) {
-	pos, ok := h.History.Lookup(id)
-	if !ok {
-		return 0, false
-	}
-	c := pre
-	if c.pos != pos {
-		c = h.checkID(s, id) // published or removed since: rare
-	}
-	if c.pos != pos || !c.visible {
-		return 0, false
-	}
-	return pos, true
-}
-
-// recordLookup is a History that finds a publisher's ID and its record
-// in one step, cheaper than Lookup and a Replay of that one record.
-type recordLookup interface {
-	lookupRecord(id string) (Record, bool)
 }
 
 // fanOutLocked queues frame to each subscriber matching one of rec's
@@ -665,20 +541,16 @@ func (h *Hub) beatOnce() {
 // subscriptions and publishes. What subscribers had queued can still be
 // drained, so streams can end cleanly. Close is idempotent.
 func (h *Hub) Close() error {
-	h.init()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil
 	}
 	h.closed = true
-	if h.cluster != nil {
-		h.cluster.stop()
+	if h.log != nil {
+		h.log.stop()
 	}
-	for s := range h.subs {
-		h.removeLocked(s)
-		s.finish(ErrHubClosed)
-	}
+	h.endAllLocked(ErrHubClosed)
 	if h.stopBeat != nil {
 		close(h.stopBeat)
 	}
@@ -688,27 +560,32 @@ func (h *Hub) Close() error {
 	return nil
 }
 
-// Stats is a snapshot of a hub's counters.
-type Stats struct {
-	Subscribers int    // subscribers now registered
-	Topics      int    // distinct topics subscribed to by name
-	Published   uint64 // events published since the hub started
-	Delivered   uint64 // events queued to subscribers, one per subscriber reached
-	Dropped     uint64 // subscribers dropped for overflowing their queue
-	Expired     uint64 // subscribers ended at their expiry (SubscribeOptions.Expires)
-	QueuedBytes int    // bytes waiting in all subscriber queues
+// The hub as its log reaches it (see logSink).
+
+func (h *Hub) lockOpen() error {
+	h.mu.Lock()
+	if err := h.usableLocked(); err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
-// Stats returns the hub's current counters.
-func (h *Hub) Stats() Stats {
-	h.init()
+func (h *Hub) unlock() { h.mu.Unlock() }
+
+func (h *Hub) setEpochLocked(epoch string) { h.epoch = epoch }
+
+func (h *Hub) endAllLocked(err error) int {
+	n := len(h.subs)
+	for s := range h.subs {
+		h.removeLocked(s)
+		s.finish(err)
+	}
+	return n
+}
+
+func (h *Hub) subscribers() int {
 	h.mu.Lock()
-	st := Stats{Subscribers: len(h.subs), Topics: len(h.byTopic)}
-	h.mu.Unlock()
-	st.QueuedBytes = int(h.queued.Load())
-	st.Published = h.published.Load()
-	st.Delivered = h.delivered.Load()
-	st.Dropped = h.dropped.Load()
-	st.Expired = h.expired.Load()
-	return st
+	defer h.mu.Unlock()
+	return len(h.subs)
 }

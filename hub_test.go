@@ -17,6 +17,9 @@ import (
 func newTestHub(t testing.TB, queueBytes int) *Hub {
 	t.Helper()
 	h := &Hub{QueueBytes: queueBytes, Heartbeat: -1}
+	if err := h.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { h.Close() })
 	return h
 }
@@ -128,6 +131,9 @@ func TestPublishIDs(t *testing.T) {
 		t.Errorf("assigned ids not unique: %q", ids)
 	}
 	other := &Hub{Heartbeat: -1}
+	if err := other.Open(); err != nil {
+		t.Fatal(err)
+	}
 	defer other.Close()
 	if otherIDs := publish(t, other, Event{Topics: []string{"t"}}); otherIDs[0] == ids[0] {
 		t.Errorf("two hubs assigned the same first id %q", ids[0])
@@ -252,6 +258,9 @@ func TestHeartbeatOnlyToIdleSubscribers(t *testing.T) {
 
 func TestHeartbeatTimer(t *testing.T) {
 	h := &Hub{Heartbeat: 1}
+	if err := h.Open(); err != nil {
+		t.Fatal(err)
+	}
 	defer h.Close()
 	s := subscribe(t, h, "t")
 	<-s.Ready() // the hub-level timer queued a beat
@@ -262,6 +271,9 @@ func TestHeartbeatTimer(t *testing.T) {
 
 func TestCloseEndsSubscribersButKeepsQueue(t *testing.T) {
 	h := &Hub{Heartbeat: -1}
+	if err := h.Open(); err != nil {
+		t.Fatal(err)
+	}
 	s := subscribe(t, h, "t")
 	publish(t, h, Event{Topics: []string{"t"}, Data: "last"})
 	h.Close()
@@ -363,10 +375,10 @@ func TestParseSelector(t *testing.T) {
 
 // A wake-driven subscriber is woken once per empty→non-empty turn and on
 // removal, and never gets channels it did not ask for.
-func TestSubscribeFuncWakes(t *testing.T) {
+func TestSubscribeWakes(t *testing.T) {
 	h := newTestHub(t, 1<<20)
 	var wakes int // wake runs under the hub's locks, so this is serialised with Publish
-	s, err := h.SubscribeFunc(func() { wakes++ }, Topic("a"))
+	s, err := h.SubscribeWith(SubscribeOptions{Selectors: []Selector{Topic("a")}, Wake: func() { wakes++ }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,9 +416,6 @@ func TestSubscribeFuncWakes(t *testing.T) {
 	case <-s.Done():
 	default:
 		t.Fatal("Done asked for after removal is not closed")
-	}
-	if _, err := h.SubscribeFunc(nil, Topic("a")); err == nil {
-		t.Fatal("SubscribeFunc accepted a nil wake")
 	}
 }
 

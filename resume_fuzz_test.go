@@ -9,6 +9,9 @@ import (
 // panics, and either resumes inside the history or says why it cannot.
 func FuzzResumePoint(f *testing.F) {
 	h := &Hub{Heartbeat: -1}
+	if err := h.Open(); err != nil {
+		f.Fatal(err)
+	}
 	defer h.Close()
 	ids, err := h.Publish(
 		Event{Topics: []string{"a"}, Data: "1"},

@@ -31,7 +31,7 @@ type Subscriber struct {
 	// queue, or why there is nothing to replay.
 	replayAfter, replayUpTo uint64
 	reset                   *Reset
-	idPrefix                string // the history's epoch and "-" when subscribed, for replayed IDs
+	epoch                   string // the log's epoch when subscribed, for replayed IDs
 	// skipThrough is, on a clustered node that had not yet read the
 	// event the subscriber resumed after, that event's position: live
 	// events up to it were sent already. Guarded by hub.mu.
@@ -144,7 +144,7 @@ func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
 				continue // not for this subscriber, on replay as live
 			}
 			start := len(buf)
-			buf, _ = appendFrame(buf, s.idPrefix, &recs[i])
+			buf, _ = appendFrame(buf, s.epoch, &recs[i])
 			frames = append(frames, buf[start:])
 		}
 		// buf may have moved while growing: slice the frames again from

@@ -35,6 +35,9 @@ func newCluster(t *testing.T, n int) []*clusterNode {
 	nodes := make([]*clusterNode, n)
 	for i := range nodes {
 		hub := &herald.Hub{Heartbeat: -1, Broker: broker, NodeID: fmt.Sprintf("node%d", i)}
+		if err := hub.Open(); err != nil {
+			t.Fatal(err)
+		}
 		api := &httpapi.Handler{Hub: hub, OpenPublish: true, Logger: slog.New(slog.DiscardHandler)}
 		node := &clusterNode{}
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 func newHerald(t *testing.T, maxConns int) *httptest.Server {
 	t.Helper()
 	hub := &herald.Hub{Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(&httpapi.Handler{Hub: hub, OpenPublish: true, MaxConnections: maxConns, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() {
 		hub.Close()

@@ -275,6 +275,9 @@ func TestHubResumesAfterRestart(t *testing.T) {
 	path := dbPath(t)
 	h := open(t, path, Options{})
 	hub := &herald.Hub{History: h, Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	var ids []string
 	for i := range 3 {
 		got, err := hub.Publish(herald.Event{Topics: []string{"news"}, Data: fmt.Sprint("event ", i+1)})
@@ -292,6 +295,9 @@ func TestHubResumesAfterRestart(t *testing.T) {
 	h = open(t, path, Options{})
 	defer h.Close()
 	hub = &herald.Hub{History: h, Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	defer hub.Close()
 	sub, err := hub.SubscribeWith(herald.SubscribeOptions{Selectors: []herald.Selector{herald.Topic("news")}, LastEventID: ids[0]})
 	if err != nil {
@@ -505,6 +511,9 @@ func TestFailedCommitKeepsResume(t *testing.T) {
 	h := open(t, dbPath(t), Options{})
 	defer h.Close()
 	hub := &herald.Hub{History: h, Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	defer hub.Close()
 	ok1, err := hub.Publish(herald.Event{Topics: []string{"news"}, Data: "1"})
 	if err != nil {
@@ -570,6 +579,9 @@ func TestDiskFullKeepsAcknowledged(t *testing.T) {
 	h := open(t, dbPath(t), Options{Sync: SyncNever, Retention: herald.Retention{MaxEvents: 50}})
 	defer h.Close()
 	hub := &herald.Hub{History: h, Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	defer hub.Close()
 	var acked []string
 	publish := func() error {

@@ -171,6 +171,9 @@ func TestCorruptRecordNotServed(t *testing.T) {
 	// Damage while open: the replay that meets it stops with a loss and
 	// reports it.
 	hub := &herald.Hub{History: h, Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	defer hub.Close()
 	flip(t, path, offsetOf(t, path, payload(200))+12)
 	if _, lost := served(t, h, want); !lost {

@@ -56,6 +56,9 @@ func fileSizeLimitChild(t *testing.T) {
 	h := open(t, os.Getenv("HERALD_FSIZE_CHILD"), Options{Sync: SyncNever, Retention: herald.Retention{MaxEvents: 1 << 20, MaxBytes: 1 << 30}})
 	defer h.Close()
 	hub := &herald.Hub{History: h, Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	defer hub.Close()
 	data := strings.Repeat("d", 1000)
 	var acked []string

@@ -23,6 +23,9 @@ func ExampleOpen() {
 		log.Fatal(err)
 	}
 	hub := &herald.Hub{History: history}
+	if err := hub.Open(); err != nil {
+		log.Fatal(err)
+	}
 	ids, _ := hub.Publish(herald.Event{Topics: []string{"news"}, Data: "first"})
 	hub.Publish(herald.Event{Topics: []string{"news"}, Data: "second"}) // on disk when Publish returns
 	hub.Close()
@@ -35,6 +38,9 @@ func ExampleOpen() {
 	}
 	defer history.Close()
 	hub = &herald.Hub{History: history}
+	if err := hub.Open(); err != nil {
+		log.Fatal(err)
+	}
 	defer hub.Close()
 	sub, _ := hub.SubscribeWith(herald.SubscribeOptions{
 		Selectors:   []herald.Selector{herald.Topic("news")},

@@ -261,6 +261,9 @@ func startHub(t *testing.T) string {
 	t.Helper()
 	requireBrowser(t)
 	hub := &herald.Hub{}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewUnstartedServer(&httpapi.Handler{Hub: hub, OpenPublish: true, Page: web.Handler()})
 	// As herald serve does: plain HTTP/1.1 streams go through the engine
 	// (hijacked connections), the path most browsers get.

@@ -25,6 +25,9 @@ func TestCrossOriginEventSource(t *testing.T) {
 	allowed, denied := page(), page()
 
 	hub := &herald.Hub{}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	api := &httpapi.Handler{Hub: hub, OpenPublish: true, CORSOrigins: []string{allowed.URL}}
 	srv := httptest.NewUnstartedServer(api)
 	srv.Config.ConnContext = httpapi.ConnContext

@@ -21,7 +21,11 @@ func TestEventSourceResumesAfterHubEndsStream(t *testing.T) {
 	requireBrowser(t)
 	history := herald.NewMemoryHistory(herald.Retention{})
 	newAPI := func() *httpapi.Handler {
-		return &httpapi.Handler{Hub: &herald.Hub{History: history}, OpenPublish: true, Page: web.Handler(), Retry: 300 * time.Millisecond}
+		hub := &herald.Hub{History: history}
+		if err := hub.Open(); err != nil {
+			t.Fatal(err)
+		}
+		return &httpapi.Handler{Hub: hub, OpenPublish: true, Page: web.Handler(), Retry: 300 * time.Millisecond}
 	}
 	var current atomic.Pointer[httpapi.Handler]
 	first := newAPI()

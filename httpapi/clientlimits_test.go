@@ -90,6 +90,9 @@ func TestClientIPBehindTrustedProxies(t *testing.T) {
 // the header timeout, while established streams keep receiving.
 func TestSlowlorisClosedStreamsContinue(t *testing.T) {
 	hub := &herald.Hub{Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	h := &httpapi.Handler{Hub: hub, OpenPublish: true}
 	srv := httpapi.NewServer("127.0.0.1:0", h)
 	srv.ReadHeaderTimeout = 300 * time.Millisecond

@@ -18,6 +18,9 @@ import (
 // secret (without PublishAuth, only OpenPublish lets anyone publish).
 func ExampleHandler() {
 	hub := &herald.Hub{}
+	if err := hub.Open(); err != nil {
+		log.Fatal(err)
+	}
 	defer hub.Close()
 	publishers, err := auth.NewVerifier(context.Background(), auth.Config{
 		Secret:  []byte(os.Getenv("HERALD_SECRET")),
@@ -43,6 +46,9 @@ func ExampleHandler() {
 // engine took over, which http.Server.Shutdown does not track.
 func ExampleConnContext() {
 	hub := &herald.Hub{}
+	if err := hub.Open(); err != nil {
+		log.Fatal(err)
+	}
 	// OpenPublish: anyone may publish, for local development only; in
 	// production set PublishAuth instead.
 	api := &httpapi.Handler{Hub: hub, OpenPublish: true}

@@ -13,6 +13,9 @@ import (
 // that the hub then validates with a clear error or publishes.
 func FuzzDecodeJSONEvents(f *testing.F) {
 	hub := &herald.Hub{Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		f.Fatal(err)
+	}
 	defer hub.Close()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		events, batch, err := decodeJSONEvents(body)
@@ -37,6 +40,9 @@ func FuzzDecodeJSONEvents(f *testing.F) {
 // FuzzDecodeFormEvent does the same for form bodies.
 func FuzzDecodeFormEvent(f *testing.F) {
 	hub := &herald.Hub{Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		f.Fatal(err)
+	}
 	defer hub.Close()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		e, err := decodeFormEvent(body)

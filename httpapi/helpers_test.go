@@ -70,6 +70,9 @@ func startHub(t testing.TB, configure func(*herald.Hub, *httpapi.Handler)) *test
 	if configure != nil {
 		configure(hub, h)
 	}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewUnstartedServer(h)
 	if !*slowPath {
 		srv.Config.ConnContext = httpapi.ConnContext

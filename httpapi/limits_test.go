@@ -327,6 +327,9 @@ func TestSteadySlowReaderIsNotCutOff(t *testing.T) {
 		rate    = 1 << 20 // bytes per second the client reads
 	)
 	hub := &herald.Hub{Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	defer hub.Close()
 	h := &httpapi.Handler{Hub: hub, OpenPublish: true, WriteTimeout: timeout}
 	srv := httptest.NewUnstartedServer(h)
@@ -396,6 +399,9 @@ func (c countedConn) Write(p []byte) (int, error) {
 // write.
 func TestQueuedEventsLeaveInOneWrite(t *testing.T) {
 	hub := &herald.Hub{Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	defer hub.Close()
 	srv := httptest.NewUnstartedServer(&httpapi.Handler{Hub: hub, OpenPublish: true})
 	counter := &writeCounter{Listener: srv.Listener}

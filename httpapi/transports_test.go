@@ -57,6 +57,9 @@ func startTransport(t *testing.T, mode string, configure func(*herald.Hub, *http
 	if configure != nil {
 		configure(hub, h)
 	}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewUnstartedServer(h)
 	srv.Listener = smallSendBuffers{srv.Listener}
 	if mode != "h2-plainserver" {

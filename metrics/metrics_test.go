@@ -21,6 +21,9 @@ import (
 func newHub(t *testing.T, queueBytes int) *herald.Hub {
 	t.Helper()
 	hub := &herald.Hub{QueueBytes: queueBytes, Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { hub.Close() })
 	return hub
 }
@@ -162,6 +165,9 @@ func TestReadyGauge(t *testing.T) {
 	b := &herald.MemoryBroker{}
 	b.SetUnavailable(errors.New("down"))
 	hub := &herald.Hub{Broker: b, Heartbeat: -1, Logger: slog.New(slog.DiscardHandler)}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { hub.Close() })
 	want := `
 # HELP herald_ready 1 when the hub serves without loss (a clustered node: in sync with the log and its broker reachable), as GET /readyz; else 0.

@@ -631,5 +631,9 @@ func ExampleOpen() {
 	}
 	defer b.Close()
 	hub := &herald.Hub{Broker: b}
+	if err := hub.Open(); err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer hub.Close()
 }

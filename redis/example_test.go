@@ -24,6 +24,9 @@ func Example() {
 	defer b.Close() // after the hub: it does not close its broker
 
 	hub := &herald.Hub{Broker: b}
+	if err := hub.Open(); err != nil {
+		log.Fatal(err)
+	}
 	defer hub.Close()
 	// Serve hub as usual; publishing through it now goes through Redis.
 }

@@ -29,6 +29,9 @@ func init() {
 func newBenchTarget(t *testing.T) string {
 	t.Helper()
 	hub := &herald.Hub{Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(&httpapi.Handler{Hub: hub, OpenPublish: true, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() {
 		hub.Close()
@@ -96,6 +99,9 @@ func TestBenchCluster(t *testing.T) {
 	var urls []string
 	for i := range 2 {
 		hub := &herald.Hub{Heartbeat: -1, Broker: broker, NodeID: fmt.Sprintf("n%d", i)}
+		if err := hub.Open(); err != nil {
+			t.Fatal(err)
+		}
 		srv := httptest.NewServer(&httpapi.Handler{Hub: hub, OpenPublish: true, Logger: slog.New(slog.DiscardHandler)})
 		t.Cleanup(func() {
 			hub.Close()

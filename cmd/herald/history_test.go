@@ -54,6 +54,9 @@ func replayed(t *testing.T, dir string, opts bolt.Options, topic, lastEventID st
 	}
 	defer h.Close()
 	hub := &herald.Hub{History: h, Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	defer hub.Close()
 	sub, err := hub.SubscribeWith(herald.SubscribeOptions{Selectors: []herald.Selector{herald.Topic(topic)}, LastEventID: lastEventID})
 	if err != nil {

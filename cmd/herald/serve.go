@@ -345,6 +345,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		host, _ := os.Hostname()
 		hub.NodeID = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
+	if err := hub.Open(); err != nil {
+		ln.Close()
+		return err
+	}
+	defer hub.Close() // Shutdown closes it first; this is for the errors before
 	if clustered {
 		go func() {
 			if err := hub.WaitSynced(context.WithoutCancel(ctx)); err == nil {

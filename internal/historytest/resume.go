@@ -15,6 +15,9 @@ import (
 // a store that loses the restrictions of a record fails here too.
 func (s *suite) resumeHidesUnseen(t *testing.T) {
 	hub := &herald.Hub{History: s.history(t, herald.Retention{}), Heartbeat: -1}
+	if err := hub.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { hub.Close() })
 	if _, err := hub.Publish(
 		herald.Event{Topics: []string{"t"}, ID: "public", Data: "public"},
