@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/herald-sse/herald/bench"
+	"github.com/herald-sse/herald/internal/bench"
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
