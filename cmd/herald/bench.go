@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/herald-sse/herald/bench"
+	"github.com/herald-sse/herald/internal/bench"
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -47,10 +47,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxFailed := fs.Float64("max-failed", bench.DefaultMaxFailed, "`fraction` of streams that may fail to connect before the run fails (exit 1)")
 	jsonOut := fs.Bool("json", false, "write the results as one JSON object to stdout")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
-	fs.Usage = flagUsage(fs, "Opens many streams to any Server-Sent Events endpoint (Herald or not), publishes\n"+
-		"timestamped events and reports connect time, deliveries/s, latency, drops and,\n"+
-		"for a server on this machine, its memory per stream. With several stream URLs in\n"+
-		"--url (the nodes of a cluster) streams and publishes spread over all the nodes.")
+	fs.Usage = flagUsage(fs, benchSynopsis)
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -97,15 +94,26 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// Nothing ran: a configuration or reachability problem.
 		return err
 	}
-	if *jsonOut {
-		enc := json.NewEncoder(stdout)
-		if jerr := enc.Encode(res); jerr != nil {
-			return jerr
-		}
-	} else {
-		res.WriteText(stdout)
+	if werr := writeBenchResult(stdout, res, *jsonOut); werr != nil {
+		return werr
 	}
 	return err
+}
+
+// benchSynopsis heads herald bench --help.
+const benchSynopsis = "Opens many streams to any Server-Sent Events endpoint (Herald or not), publishes\n" +
+	"timestamped events and reports connect time, deliveries/s, latency, drops and,\n" +
+	"for a server on this machine, its memory per stream. With several stream URLs in\n" +
+	"--url (the nodes of a cluster) streams and publishes spread over all the nodes."
+
+// writeBenchResult writes a run's results to stdout: as text, or as one
+// JSON object with --json.
+func writeBenchResult(stdout io.Writer, res bench.Result, jsonOut bool) error {
+	if jsonOut {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	res.WriteText(stdout)
+	return nil
 }
 
 // headerFlag collects repeated "Name: value" flags.

@@ -13,8 +13,8 @@ import (
 	"testing"
 
 	"github.com/herald-sse/herald"
-	"github.com/herald-sse/herald/bench"
 	"github.com/herald-sse/herald/httpapi"
+	"github.com/herald-sse/herald/internal/bench"
 )
 
 // A multi-process bench re-executes os.Executable() with "bench --worker":

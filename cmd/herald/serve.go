@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,9 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -26,348 +23,364 @@ import (
 	"github.com/herald-sse/herald/metrics"
 	heraldnats "github.com/herald-sse/herald/nats"
 	heraldredis "github.com/herald-sse/herald/redis"
-	"github.com/herald-sse/herald/sse"
 	"github.com/herald-sse/herald/web"
 	goredis "github.com/redis/go-redis/v9"
 )
 
+// serveCommand is one run of `herald serve`: the configuration parsed from
+// flags and environment, then what runServe opens from it, step by step.
+// Each step registers how to undo itself; close undoes them in reverse,
+// like the defers of one long function would.
+type serveCommand struct {
+	stdout, stderr io.Writer
+
+	// Set by parseArgs.
+	flags      serveFlags
+	logger     *slog.Logger
+	origins    []string
+	proxies    []netip.Prefix
+	syncPolicy bolt.Sync
+	retention  herald.Retention
+	clustered  bool
+
+	// Set by the steps of runServe, in this order.
+	history          herald.History
+	historyOpen      bool
+	broker           herald.Broker
+	storeLog         []any // the store's attributes in the "herald listening" line
+	pubAuth, subAuth *auth.Verifier
+	devToken         string // the publish token printed when runKey made the key
+	hub              *herald.Hub
+	handler          *httpapi.Handler
+	srv              *http.Server
+	scheme           string
+	ln               net.Listener
+	closers          []func() error
+}
+
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	addr := fs.String("addr", ":8080", "`address` to listen on")
-	heartbeat := fs.Duration("heartbeat", herald.DefaultHeartbeat, "interval of keep-alive comments on idle streams; 0 disables")
-	maxConns := fs.Int("max-connections", 10000, "most concurrent streams; 0 means no limit")
-	maxPerIP := fs.Int("max-connections-per-ip", 0, "most concurrent streams from one client address (429 beyond); 0 means no limit")
-	maxPerSubject := fs.Int("max-connections-per-subject", 0, "most concurrent streams of one token subject (429 beyond); 0 means no limit")
-	publishRate := fs.Float64("publish-rate", 0, "events per second each publisher (token subject, or address without keys) may publish (429 beyond); 0 means no limit")
-	publishBurst := fs.Int("publish-burst", 0, "events a publisher may send at once within --publish-rate; 0 means the rate rounded up")
-	trustedProxies := fs.String("trusted-proxies", "", "comma-separated `addresses or CIDRs` of reverse proxies whose X-Forwarded-For names the client")
-	queueBytes := fs.Int("queue-bytes", herald.DefaultQueueBytes, "`bytes` that may wait for one slow stream before it is dropped")
-	maxBody := fs.Int64("max-body", httpapi.DefaultMaxBodyBytes, "largest publish body in `bytes`")
-	maxPublishMemory := fs.Int64("max-publish-memory", 0, "most `bytes` publishes being read and decoded may hold at once ("+strconv.Itoa(httpapi.PublishMemoryFactor)+" per body byte; 503 with Retry-After beyond, after waiting up to 1s); 0 means "+strconv.Itoa(httpapi.DefaultPublishMemoryBodies)+" × --max-body")
-	writeTimeout := fs.Duration("write-timeout", httpapi.DefaultWriteTimeout, "how long a stream client may take to accept 64 KiB before it is dropped; 0 disables")
-	retry := fs.Duration("retry", httpapi.DefaultRetry, "reconnection delay sent at the start of every stream; 0 sends none")
-	resetEvent := fs.String("reset-event", httpapi.DefaultResetEvent, "event `type` that starts a stream whose Last-Event-ID cannot be resumed from")
-	expiredEvent := fs.String("expired-event", httpapi.DefaultExpiredEvent, "event `type` that ends a stream when its token expires")
-	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long to wait for streams to end on SIGINT/SIGTERM (a second signal exits at once)")
-	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
-	logFormat := fs.String("log-format", "text", "log `format`: text or json")
-	reusePort := fs.Bool("reuseport", false, "listen with SO_REUSEPORT so several herald processes can share the port (Linux only)")
-	metricsOn := fs.Bool("metrics", true, "serve Prometheus metrics at GET /metrics")
-	corsOrigins := fs.String("cors-origins", "", "comma-separated `origins` of other sites whose pages may stream and publish (https://app.example.com, https://*.example.com, *); requests from other origins get 403")
-	jwtSecret := fs.String("jwt-secret", "", "HMAC `secret` (32+ bytes) verifying publishers' and subscribers' tokens (HS256/384/512); prefer the environment variable, which the process list does not show")
-	jwtKeyFile := fs.String("jwt-key-file", "", "`file` of the PEM public key (RSA, ECDSA, Ed25519, or a certificate) verifying publishers' and subscribers' tokens")
-	pubSecret := fs.String("publisher-jwt-secret", "", "HMAC `secret` for publishers only; overrides --jwt-secret, --jwt-key-file and --jwks-url for them")
-	pubKeyFile := fs.String("publisher-jwt-key-file", "", "PEM public key `file` for publishers only; overrides --jwt-secret, --jwt-key-file and --jwks-url for them")
-	subSecret := fs.String("subscriber-jwt-secret", "", "HMAC `secret` for subscribers only; overrides --jwt-secret, --jwt-key-file and --jwks-url for them")
-	subKeyFile := fs.String("subscriber-jwt-key-file", "", "PEM public key `file` for subscribers only; overrides --jwt-secret, --jwt-key-file and --jwks-url for them")
-	// The old flags took a secret or a path and guessed which: a mistyped
-	// path became a secret. They now only stop the hub, saying why.
-	for _, name := range []string{"jwt-key", "publisher-jwt-key", "subscriber-jwt-key"} {
-		fs.Var(&removedFlag{name: name}, name, "")
-	}
-	jwksURL := fs.String("jwks-url", "", "`URL` of a JWKS whose keys verify tokens (cached, refreshed hourly and on unknown kid)")
-	jwtAudience := fs.String("jwt-audience", "", "required `aud` claim of tokens")
-	jwtIssuer := fs.String("jwt-issuer", "", "required `iss` claim of tokens")
-	announce := fs.Bool("announce-connections", true, "start each stream with a herald.connected event naming its connection id (for events sent to connections, and GET /connections)")
-	openPublish := fs.Bool("open-publish", false, "let anyone publish without a token: for local development only")
-	anonymous := fs.Bool("anonymous", false, "with subscriber keys configured, also let streams without a token subscribe")
-	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM, with chain); with --tls-key serves HTTPS and HTTP/2, reloading renewed files")
-	tlsKey := fs.String("tls-key", "", "TLS private key `file` (PEM)")
-	dataDir := fs.String("data-dir", "", "`directory` of the persistent event history (herald.db, created if missing); empty keeps the history in memory")
-	fsyncPolicy := fs.String("fsync", "always", "with --data-dir, when to sync to disk: always (an acknowledged publish survives power loss) or never (it survives a crash of herald, not of the machine)")
-	historyEvents := fs.Int("history-events", herald.DefaultMaxEvents, "most events kept for clients that resume")
-	historyBytes := fs.Int64("history-bytes", herald.DefaultMaxBytes, "most `bytes` of events kept for clients that resume")
-	historyAge := fs.Duration("history-age", herald.DefaultMaxAge, "how long events are kept for clients that resume")
-	topicCaps := topicCapsFlag{}
-	fs.Var(topicCaps, "history-topic-events", "`topic=N`: keep at most N events of topic (repeatable, or a comma-separated list)")
-	redisURL := fs.String("redis-url", "", "join a cluster whose shared log is a Redis stream at this `URL` (redis:// or rediss://; several addr= parameters for Redis Cluster)")
-	redisPrefix := fs.String("redis-prefix", "herald", "with --redis-url, the `prefix` of the cluster's Redis keys: nodes with the same prefix form one hub")
-	natsURL := fs.String("nats-url", "", "join a cluster whose shared log is a NATS JetStream stream at this `URL`")
-	natsStream := fs.String("nats-stream", heraldnats.DefaultStream, "with --nats-url, the JetStream `stream` of the cluster: nodes on the same stream form one hub")
-	nodeName := fs.String("node-name", "", "this node's `name` in GET /cluster; default host:port")
-	fs.Usage = flagUsage(fs, "Runs the hub: GET /events streams, POST /publish publishes, GET / is a live page,\nGET /metrics has Prometheus metrics.")
-	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+	c := &serveCommand{stdout: stdout, stderr: stderr}
+	if err := c.parseArgs(args); err != nil {
 		return err
-	}
-	if err := checkRemovedFlags(fs, stderr); err != nil {
-		return err
-	}
-
-	logger, err := newLogger(stderr, *logLevel, *logFormat)
-	if err != nil {
-		return usageError(stderr, "%v", err)
-	}
-	var origins []string
-	for _, o := range commaList(*corsOrigins) {
-		if err := httpapi.ValidateOrigin(o); err != nil {
-			return usageError(stderr, "--cors-origins: %v", err)
-		}
-		origins = append(origins, o)
-	}
-	var proxies []netip.Prefix
-	for _, p := range commaList(*trustedProxies) {
-		prefix, err := netip.ParsePrefix(p)
-		if err != nil {
-			addr, aerr := netip.ParseAddr(p)
-			if aerr != nil {
-				return usageError(stderr, "--trusted-proxies: %q is neither an address nor a CIDR", p)
-			}
-			prefix = netip.PrefixFrom(addr, addr.BitLen())
-		}
-		proxies = append(proxies, prefix)
-	}
-	if *maxPerIP < 0 || *maxPerSubject < 0 || *publishRate < 0 || *publishBurst < 0 {
-		return usageError(stderr, "--max-connections-per-ip, --max-connections-per-subject, --publish-rate and --publish-burst must not be negative")
-	}
-	if (*tlsCert == "") != (*tlsKey == "") {
-		return usageError(stderr, "--tls-cert and --tls-key go together")
-	}
-	switch {
-	case *addr == "":
-		return usageError(stderr, "--addr must not be empty")
-	case *heartbeat != 0 && *heartbeat < 100*time.Millisecond:
-		return usageError(stderr, "--heartbeat must be 0 (off) or at least 100ms")
-	case *maxConns < 0:
-		return usageError(stderr, "--max-connections must not be negative")
-	case *queueBytes <= 0 || *maxBody <= 0:
-		return usageError(stderr, "--queue-bytes and --max-body must be positive")
-	case *maxPublishMemory < 0:
-		return usageError(stderr, "--max-publish-memory must not be negative")
-	case *writeTimeout < 0 || *shutdownTimeout < 0:
-		return usageError(stderr, "--write-timeout and --shutdown-timeout must not be negative")
-	case *retry != 0 && *retry < time.Millisecond:
-		return usageError(stderr, "--retry must be 0 (none) or at least 1ms")
-	case *resetEvent == "" || sse.ValidateType(*resetEvent) != nil:
-		return usageError(stderr, "--reset-event must be a non-empty event type without line breaks")
-	case *expiredEvent == "" || sse.ValidateType(*expiredEvent) != nil:
-		return usageError(stderr, "--expired-event must be a non-empty event type without line breaks")
-	case *reusePort && !reusePortSupported:
-		return usageError(stderr, "--reuseport is not supported on %s", runtime.GOOS)
-	case *historyEvents <= 0 || *historyBytes <= 0 || *historyAge <= 0:
-		return usageError(stderr, "--history-events, --history-bytes and --history-age must be positive")
-	}
-	var syncPolicy bolt.Sync
-	switch *fsyncPolicy {
-	case "always":
-		syncPolicy = bolt.SyncAlways
-	case "never":
-		syncPolicy = bolt.SyncNever
-	default:
-		return usageError(stderr, "--fsync must be always or never, not %q", *fsyncPolicy)
-	}
-	if *dataDir == "" && isSet(fs, "fsync") {
-		return usageError(stderr, "--fsync needs --data-dir: the history is in memory")
-	}
-	clustered := *redisURL != "" || *natsURL != ""
-	switch {
-	case *redisURL != "" && *natsURL != "":
-		return usageError(stderr, "--redis-url and --nats-url exclude each other: a cluster has one shared log")
-	case clustered && *dataDir != "":
-		return usageError(stderr, "--data-dir with a cluster: the broker keeps the history (each node keeps a copy in memory)")
-	case *redisURL == "" && isSet(fs, "redis-prefix"):
-		return usageError(stderr, "--redis-prefix needs --redis-url")
-	case *natsURL == "" && isSet(fs, "nats-stream"):
-		return usageError(stderr, "--nats-stream needs --nats-url")
-	}
-
-	retention := herald.Retention{MaxEvents: *historyEvents, MaxBytes: *historyBytes, MaxAge: *historyAge}
-	if len(topicCaps) > 0 {
-		retention.PerTopic = topicCaps
-	}
-	var history herald.History
-	var broker herald.Broker
-	storeLog := []any{"store", "memory"}
-	if clustered {
-		// Each node keeps its copy of the shared log in memory, under the
-		// same retention as the broker's.
-		history = herald.NewMemoryHistory(retention)
-		if broker, storeLog, err = openBroker(ctx, logger, *redisURL, *redisPrefix, *natsURL, *natsStream, retention); err != nil {
-			return err
-		}
-		defer broker.Close()
-	} else if *dataDir == "" {
-		history = herald.NewMemoryHistory(retention)
-	} else {
-		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
-			return fmt.Errorf("--data-dir: %w", err)
-		}
-		path := filepath.Join(*dataDir, "herald.db")
-		h, err := bolt.Open(path, bolt.Options{Retention: retention, Sync: syncPolicy, Logger: logger})
-		if err != nil {
-			return err
-		}
-		history = h
-		storeLog = []any{"store", "bolt", "path", path, "fsync", syncPolicy.String()}
-	}
-	// The history is closed once nothing can use it: after the server
-	// and the streams have ended, or on an early return.
-	historyOpen := true
-	closeHistory := func() error {
-		if !historyOpen {
-			return nil
-		}
-		historyOpen = false
-		return history.Close()
 	}
 	defer func() {
-		if cerr := closeHistory(); err == nil {
+		if cerr := c.close(); err == nil {
 			err = cerr
 		}
 	}()
+	if err := c.openStore(ctx); err != nil {
+		return err
+	}
+	if err := c.openAuth(ctx); err != nil {
+		return err
+	}
+	c.newHub()
+	c.newHandler()
+	if err := c.newServer(); err != nil {
+		return err
+	}
+	if err := c.listen(ctx); err != nil {
+		return err
+	}
+	if err := c.openHub(); err != nil {
+		return err
+	}
+	c.watchSync(ctx)
+	c.printListening()
+	return c.serve(ctx)
+}
 
-	// Publishers never authenticate by cookie: /publish takes form posts,
-	// which any site can make a browser send with its cookies (CSRF).
-	both := keyFlags{"jwt-secret", *jwtSecret, "jwt-key-file", *jwtKeyFile}
-	pubKey, err := pickKey(keyFlags{"publisher-jwt-secret", *pubSecret, "publisher-jwt-key-file", *pubKeyFile}, both)
-	if err != nil {
-		return usageError(stderr, "%v", err)
-	}
-	subKey, err := pickKey(keyFlags{"subscriber-jwt-secret", *subSecret, "subscriber-jwt-key-file", *subKeyFile}, both)
-	if err != nil {
-		return usageError(stderr, "%v", err)
-	}
-	pubAuth, err := newVerifier(ctx, logger, pubKey, *jwksURL, *jwtAudience, *jwtIssuer, auth.FromHeader|auth.FromQuery)
-	if err != nil {
-		return usageError(stderr, "publisher key: %v", err)
-	}
-	subAuth, err := newVerifier(ctx, logger, subKey, *jwksURL, *jwtAudience, *jwtIssuer, auth.AllSources)
-	if err != nil {
-		return usageError(stderr, "subscriber key: %v", err)
-	}
-	for _, v := range []*auth.Verifier{pubAuth, subAuth} {
-		if v != nil {
-			defer v.Close()
+// onClose registers f to run when serve returns, before what was
+// registered earlier.
+func (c *serveCommand) onClose(f func() error) {
+	c.closers = append(c.closers, f)
+}
+
+// close releases what the steps opened, newest first, and returns the
+// first error.
+func (c *serveCommand) close() error {
+	var err error
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		if cerr := c.closers[i](); err == nil {
+			err = cerr
 		}
 	}
-	var devToken string
+	return err
+}
+
+// openStore opens where the hub keeps events: a cluster's broker (each
+// node with a copy in memory), a bolt file under --data-dir, or memory.
+func (c *serveCommand) openStore(ctx context.Context) error {
+	f := &c.flags
+	c.storeLog = []any{"store", "memory"}
 	switch {
-	case pubAuth != nil && *openPublish:
-		return usageError(stderr, "--open-publish contradicts a publisher key")
-	case pubAuth == nil && *openPublish:
-		logger.Warn("--open-publish: anyone can publish; for local development only")
-	case pubAuth == nil:
+	case c.clustered:
+		// Each node keeps its copy of the shared log in memory, under the
+		// same retention as the broker's.
+		c.history = herald.NewMemoryHistory(c.retention)
+		broker, storeLog, err := openBroker(ctx, c.logger, f.redisURL, f.redisPrefix, f.natsURL, f.natsStream, c.retention)
+		if err != nil {
+			return err
+		}
+		c.broker, c.storeLog = broker, storeLog
+		c.onClose(func() error { broker.Close(); return nil })
+	case f.dataDir == "":
+		c.history = herald.NewMemoryHistory(c.retention)
+	default:
+		if err := c.openBolt(); err != nil {
+			return err
+		}
+	}
+	// The history is closed once nothing can use it: after the server
+	// and the streams have ended (shutdown), or on an early return.
+	c.historyOpen = true
+	c.onClose(c.closeHistory)
+	return nil
+}
+
+// openBolt opens the persistent history in --data-dir, creating it.
+func (c *serveCommand) openBolt() error {
+	if err := os.MkdirAll(c.flags.dataDir, 0o755); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	path := filepath.Join(c.flags.dataDir, "herald.db")
+	h, err := bolt.Open(path, bolt.Options{Retention: c.retention, Sync: c.syncPolicy, Logger: c.logger})
+	if err != nil {
+		return err
+	}
+	c.history = h
+	c.storeLog = []any{"store", "bolt", "path", path, "fsync", c.syncPolicy.String()}
+	return nil
+}
+
+// closeHistory closes the history the first time it is called.
+func (c *serveCommand) closeHistory() error {
+	if !c.historyOpen {
+		return nil
+	}
+	c.historyOpen = false
+	return c.history.Close()
+}
+
+// openAuth builds the verifiers of publishers' and subscribers' tokens
+// from the key flags; publishers without a key get one made for this run
+// unless --open-publish.
+func (c *serveCommand) openAuth(ctx context.Context) error {
+	f := &c.flags
+	// Publishers never authenticate by cookie: /publish takes form posts,
+	// which any site can make a browser send with its cookies (CSRF).
+	both := keyFlags{"jwt-secret", f.jwtSecret, "jwt-key-file", f.jwtKeyFile}
+	pubKey, err := pickKey(keyFlags{"publisher-jwt-secret", f.pubSecret, "publisher-jwt-key-file", f.pubKeyFile}, both)
+	if err != nil {
+		return usageError(c.stderr, "%v", err)
+	}
+	subKey, err := pickKey(keyFlags{"subscriber-jwt-secret", f.subSecret, "subscriber-jwt-key-file", f.subKeyFile}, both)
+	if err != nil {
+		return usageError(c.stderr, "%v", err)
+	}
+	if c.pubAuth, err = c.openVerifier(ctx, pubKey, auth.FromHeader|auth.FromQuery); err != nil {
+		return usageError(c.stderr, "publisher key: %v", err)
+	}
+	if c.subAuth, err = c.openVerifier(ctx, subKey, auth.AllSources); err != nil {
+		return usageError(c.stderr, "subscriber key: %v", err)
+	}
+	switch {
+	case c.pubAuth != nil && f.openPublish:
+		return usageError(c.stderr, "--open-publish contradicts a publisher key")
+	case c.pubAuth == nil && f.openPublish:
+		c.logger.Warn("--open-publish: anyone can publish; for local development only")
+	case c.pubAuth == nil:
 		// Secure by default: with no key configured, publishing still
 		// needs a token, signed with a key made for this run and printed
 		// for whoever started the hub.
-		if pubAuth, devToken, err = runKey(ctx, logger); err != nil {
+		v, token, err := runKey(ctx, c.logger)
+		if err != nil {
 			return err
 		}
-		defer pubAuth.Close()
+		c.pubAuth, c.devToken = v, token
+		c.onClose(func() error { v.Close(); return nil })
 	}
-	if *anonymous && subAuth == nil {
-		return usageError(stderr, "--anonymous needs a subscriber key (without one, everyone may subscribe anyway)")
+	if f.anonymous && c.subAuth == nil {
+		return usageError(c.stderr, "--anonymous needs a subscriber key (without one, everyone may subscribe anyway)")
 	}
+	return nil
+}
 
-	hub := &herald.Hub{QueueBytes: *queueBytes, Heartbeat: *heartbeat, History: history, Broker: broker, Logger: logger}
-	if *heartbeat == 0 {
-		hub.Heartbeat = -1 // the flag's 0 means off; the Hub's 0 means default
+// openVerifier is newVerifier with the JWKS and claim flags, registered
+// to be closed; nil when the role has no key.
+func (c *serveCommand) openVerifier(ctx context.Context, k key, sources auth.Source) (*auth.Verifier, error) {
+	v, err := newVerifier(ctx, c.logger, k, c.flags.jwksURL, c.flags.jwtAudience, c.flags.jwtIssuer, sources)
+	if err != nil || v == nil {
+		return nil, err
 	}
+	c.onClose(func() error { v.Close(); return nil })
+	return v, nil
+}
+
+// newHub makes the hub over the opened store.
+func (c *serveCommand) newHub() {
+	c.hub = &herald.Hub{QueueBytes: c.flags.queueBytes, Heartbeat: c.flags.heartbeat, History: c.history, Broker: c.broker, Logger: c.logger}
+	if c.flags.heartbeat == 0 {
+		c.hub.Heartbeat = -1 // the flag's 0 means off; the Hub's 0 means default
+	}
+}
+
+// newHandler makes the HTTP API over the hub.
+func (c *serveCommand) newHandler() {
+	f := &c.flags
 	handler := &httpapi.Handler{
-		Hub:                      hub,
-		MaxConnections:           *maxConns,
-		MaxBodyBytes:             *maxBody,
-		MaxPublishMemory:         *maxPublishMemory,
-		OpenPublish:              *openPublish,
-		WriteTimeout:             *writeTimeout,
-		Retry:                    *retry,
-		ResetEvent:               *resetEvent,
-		ExpiredEvent:             *expiredEvent,
-		CORSOrigins:              origins,
-		Anonymous:                *anonymous,
-		AnnounceConnections:      *announce,
-		MaxConnectionsPerSubject: *maxPerSubject,
-		PublishRate:              *publishRate,
-		PublishBurst:             *publishBurst,
-		MaxConnectionsPerIP:      *maxPerIP,
-		TrustedProxies:           proxies,
+		Hub:                      c.hub,
+		MaxConnections:           f.maxConns,
+		MaxBodyBytes:             f.maxBody,
+		MaxPublishMemory:         f.maxPublishMem,
+		OpenPublish:              f.openPublish,
+		WriteTimeout:             f.writeTimeout,
+		Retry:                    f.retry,
+		ResetEvent:               f.resetEvent,
+		ExpiredEvent:             f.expiredEvent,
+		CORSOrigins:              c.origins,
+		Anonymous:                f.anonymous,
+		AnnounceConnections:      f.announce,
+		MaxConnectionsPerSubject: f.maxPerSubject,
+		PublishRate:              f.publishRate,
+		PublishBurst:             f.publishBurst,
+		MaxConnectionsPerIP:      f.maxPerIP,
+		TrustedProxies:           c.proxies,
 		Page:                     web.Handler(),
-		Logger:                   logger,
+		Logger:                   c.logger,
 	}
-	if *writeTimeout == 0 {
+	if f.writeTimeout == 0 {
 		handler.WriteTimeout = -1
 	}
-	if *retry == 0 {
+	if f.retry == 0 {
 		handler.Retry = -1 // the flag's 0 means none; the Handler's 0 means default
 	}
-	if pubAuth != nil { // a nil *Verifier in the interface would not be nil
-		handler.PublishAuth = pubAuth
+	c.setHandlerAuth(handler)
+	c.handler = handler
+}
+
+// setHandlerAuth hands the verifiers to the handler. It is the one place
+// that knows how httpapi takes its authenticators.
+func (c *serveCommand) setHandlerAuth(handler *httpapi.Handler) {
+	if c.pubAuth != nil { // a nil *Verifier in the interface would not be nil
+		handler.PublishAuth = c.pubAuth
 	}
-	if subAuth != nil {
-		handler.SubscribeAuth = subAuth
+	if c.subAuth != nil {
+		handler.SubscribeAuth = c.subAuth
 	}
-	var root http.Handler = handler
-	if *metricsOn {
-		// A switch on the exact path, not http.ServeMux: everything else,
-		// unknown paths included, stays the API's (JSON errors, no
-		// redirects for unclean paths).
-		mh := metrics.Handler(hub, handler.ActiveStreams)
-		root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/metrics" {
-				mh.ServeHTTP(w, r)
-				return
-			}
-			handler.ServeHTTP(w, r)
-		})
+}
+
+// rootHandler is the API, with GET /metrics in front when --metrics.
+func (c *serveCommand) rootHandler() http.Handler {
+	handler := c.handler
+	if !c.flags.metricsOn {
+		return handler
 	}
-	srv := httpapi.NewServer(*addr, root)
-	srv.HTTP2.WriteByteTimeout = max(handler.WriteTimeout, 0) // root may hide the handler from NewServer
-	srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
-	scheme := "http"
-	if *tlsCert != "" {
-		certs, err := newCertReloader(*tlsCert, *tlsKey, logger)
+	// A switch on the exact path, not http.ServeMux: everything else,
+	// unknown paths included, stays the API's (JSON errors, no
+	// redirects for unclean paths).
+	mh := metrics.Handler(c.hub, handler.ActiveStreams)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			mh.ServeHTTP(w, r)
+			return
+		}
+		handler.ServeHTTP(w, r)
+	})
+}
+
+// newServer makes the HTTP server, with TLS when --tls-cert is set.
+func (c *serveCommand) newServer() error {
+	srv := httpapi.NewServer(c.flags.addr, c.rootHandler())
+	srv.HTTP2.WriteByteTimeout = max(c.handler.WriteTimeout, 0) // root may hide the handler from NewServer
+	srv.ErrorLog = slog.NewLogLogger(c.logger.Handler(), slog.LevelWarn)
+	c.scheme = "http"
+	if c.flags.tlsCert != "" {
+		certs, err := newCertReloader(c.flags.tlsCert, c.flags.tlsKey, c.logger)
 		if err != nil {
 			return err
 		}
 		srv.TLSConfig = certs.tlsConfig()
-		scheme = "https"
+		c.scheme = "https"
 	}
 	// Closing the hub ends every stream: Shutdown waits for those on
-	// handler goroutines, WaitStreams below for those on the engine.
+	// handler goroutines, WaitStreams in shutdown for those on the engine.
+	hub := c.hub
 	srv.RegisterOnShutdown(func() { hub.Close() })
+	c.srv = srv
+	return nil
+}
 
+// listen opens the listening socket and names the node after its port
+// unless --node-name.
+func (c *serveCommand) listen(ctx context.Context) error {
 	var lc net.ListenConfig
-	if *reusePort {
+	if c.flags.reusePort {
 		lc.Control = setReusePort
 	}
-	ln, err := lc.Listen(ctx, "tcp", *addr)
+	ln, err := lc.Listen(ctx, "tcp", c.flags.addr)
 	if err != nil {
 		switch {
 		case !errors.Is(err, syscall.EADDRINUSE) || !reusePortSupported:
-		case *reusePort:
+		case c.flags.reusePort:
 			err = fmt.Errorf("%w (the port can be shared only when every process on it uses SO_REUSEPORT and runs as the same user)", err)
 		default:
 			err = fmt.Errorf("%w (to share the port with another herald, start every one with --reuseport)", err)
 		}
 		return err
 	}
-	hub.NodeID = *nodeName
-	if hub.NodeID == "" {
+	c.ln = ln
+	c.hub.NodeID = c.flags.nodeName
+	if c.hub.NodeID == "" {
 		host, _ := os.Hostname()
-		hub.NodeID = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		c.hub.NodeID = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
-	if err := hub.Open(); err != nil {
-		ln.Close()
+	return nil
+}
+
+// openHub starts the hub, once listen has named the node.
+func (c *serveCommand) openHub() error {
+	if err := c.hub.Open(); err != nil {
+		c.ln.Close()
 		return err
 	}
-	defer hub.Close() // Shutdown closes it first; this is for the errors before
-	if clustered {
-		go func() {
-			if err := hub.WaitSynced(context.WithoutCancel(ctx)); err == nil {
-				logger.Info("in sync with the cluster's log: ready", "node", hub.Node())
-			}
-		}()
-	}
-	logArgs := append([]any{"addr", ln.Addr().String()}, storeLog...)
-	logger.Info("herald listening", append(logArgs,
-		"heartbeat", heartbeat.String(), "max_connections", *maxConns,
-		"reuseport", *reusePort, "metrics", *metricsOn, "tls", scheme == "https", "cors_origins", origins)...)
-	fmt.Fprintf(stdout, "herald serving on %s://%s\n", scheme, displayAddr(ln.Addr()))
-	if devToken != "" {
-		fmt.Fprintf(stdout, "publish token (this run only; set --jwt-secret or --jwt-key-file to choose the key): %s\n", devToken)
-		// The fragment reaches the page's script, never a server or a log.
-		fmt.Fprintf(stdout, "page that publishes with it: %s://%s/#token=%s\n", scheme, displayAddr(ln.Addr()), devToken)
-	}
+	c.onClose(func() error { return c.hub.Close() }) // Shutdown closes it first; this is for the errors before
+	return nil
+}
 
+// watchSync logs, in a cluster, when the node has caught up with the
+// shared log.
+func (c *serveCommand) watchSync(ctx context.Context) {
+	if !c.clustered {
+		return
+	}
+	hub, logger := c.hub, c.logger
+	go func() {
+		if err := hub.WaitSynced(context.WithoutCancel(ctx)); err == nil {
+			logger.Info("in sync with the cluster's log: ready", "node", hub.Node())
+		}
+	}()
+}
+
+// printListening logs the configuration served and prints the URL (and
+// the run's publish token, if it made one) for whoever started the hub.
+func (c *serveCommand) printListening() {
+	f, addr := &c.flags, c.ln.Addr()
+	logArgs := append([]any{"addr", addr.String()}, c.storeLog...)
+	c.logger.Info("herald listening", append(logArgs,
+		"heartbeat", f.heartbeat.String(), "max_connections", f.maxConns,
+		"reuseport", f.reusePort, "metrics", f.metricsOn, "tls", c.scheme == "https", "cors_origins", c.origins)...)
+	fmt.Fprintf(c.stdout, "herald serving on %s://%s\n", c.scheme, displayAddr(addr))
+	if c.devToken != "" {
+		fmt.Fprintf(c.stdout, "publish token (this run only; set --jwt-secret or --jwt-key-file to choose the key): %s\n", c.devToken)
+		// The fragment reaches the page's script, never a server or a log.
+		fmt.Fprintf(c.stdout, "page that publishes with it: %s://%s/#token=%s\n", c.scheme, displayAddr(addr), c.devToken)
+	}
+}
+
+// serve serves until the server fails or ctx is done, then shuts down.
+func (c *serveCommand) serve(ctx context.Context) error {
+	srv, ln := c.srv, c.ln
 	served := make(chan error, 1)
 	go func() {
 		if srv.TLSConfig != nil {
@@ -381,26 +394,31 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return err
 	case <-ctx.Done():
 	}
+	return c.shutdown(served)
+}
 
-	logger.Info("shutting down", "open_streams", handler.ActiveStreams())
-	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+// shutdown gives the streams --shutdown-timeout to end, waits for the
+// server to return and closes the history.
+func (c *serveCommand) shutdown(served <-chan error) error {
+	c.logger.Info("shutting down", "open_streams", c.handler.ActiveStreams())
+	sctx, cancel := context.WithTimeout(context.Background(), c.flags.shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		logger.Warn("streams still open at shutdown deadline; closing them", "error", err)
-		srv.Close()
+	if err := c.srv.Shutdown(sctx); err != nil {
+		c.logger.Warn("streams still open at shutdown deadline; closing them", "error", err)
+		c.srv.Close()
 	}
 	// Streams served by the engine left the server when their connections
 	// were taken over; the closed hub is ending them.
-	if err := handler.WaitStreams(sctx); err != nil {
-		logger.Warn("streams still open at shutdown deadline; exiting", "open_streams", handler.ActiveStreams())
+	if err := c.handler.WaitStreams(sctx); err != nil {
+		c.logger.Warn("streams still open at shutdown deadline; exiting", "open_streams", c.handler.ActiveStreams())
 	}
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	if err := closeHistory(); err != nil {
+	if err := c.closeHistory(); err != nil {
 		return err
 	}
-	logger.Info("stopped")
+	c.logger.Info("stopped")
 	return nil
 }
 
@@ -430,65 +448,6 @@ type redisClientLog struct{ l *slog.Logger }
 
 func (r redisClientLog) Printf(ctx context.Context, format string, v ...any) {
 	r.l.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
-}
-
-// isSet reports whether flag name was given, on the command line or by
-// its environment variable.
-func isSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
-}
-
-// topicCapsFlag collects --history-topic-events topic=N values: the flag
-// may be repeated and each value (the environment variable's too) may be
-// a comma-separated list. The topic is everything before the item's last
-// '=', so topics with '=' work; topics with ',' cannot be capped here.
-type topicCapsFlag map[string]int
-
-func (c topicCapsFlag) String() string {
-	var items []string
-	for t, n := range c {
-		items = append(items, t+"="+strconv.Itoa(n))
-	}
-	return strings.Join(items, ",")
-}
-
-func (c topicCapsFlag) Set(v string) error {
-	for item := range strings.SplitSeq(v, ",") {
-		i := strings.LastIndexByte(item, '=')
-		if i < 0 {
-			return fmt.Errorf("%q is not topic=N", item)
-		}
-		topic := item[:i]
-		n, err := strconv.Atoi(item[i+1:])
-		if err != nil || n < 0 {
-			return fmt.Errorf("%q: N must be a whole number, 0 or more", item)
-		}
-		if err := herald.ValidateTopic(topic); err != nil {
-			return fmt.Errorf("%q: %s", item, strings.TrimPrefix(err.Error(), herald.ErrInvalidEvent.Error()+": "))
-		}
-		if _, dup := c[topic]; dup {
-			return fmt.Errorf("topic %q capped twice", topic)
-		}
-		c[topic] = n
-	}
-	return nil
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %v", err)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
 }
 
 // displayAddr turns a wildcard listen address into one a browser can open.
@@ -537,32 +496,6 @@ func pickKey(pairs ...keyFlags) (key, error) {
 	return key{}, nil
 }
 
-// removedFlag stands for a flag that no longer exists, so that using it
-// (or its environment variable) says what replaced it instead of "flag
-// provided but not defined". Its value is never printed: it may be a
-// secret.
-type removedFlag struct {
-	name string
-	set  bool
-}
-
-func (f *removedFlag) String() string   { return "" }
-func (f *removedFlag) Set(string) error { f.set = true; return nil }
-
-// checkRemovedFlags refuses removed flags that were given, naming their
-// replacements.
-func checkRemovedFlags(fs *flag.FlagSet, stderr io.Writer) error {
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if r, ok := f.Value.(*removedFlag); ok && r.set && err == nil {
-			prefix := strings.TrimSuffix(r.name, "jwt-key")
-			err = usageError(stderr, "--%s (%s) was removed because it guessed between a secret and a file: use --%sjwt-secret SECRET for an HMAC secret or --%sjwt-key-file PATH for a PEM public key",
-				r.name, envName(r.name), prefix, prefix)
-		}
-	})
-	return err
-}
-
 // newVerifier builds a token verifier from a key or else a JWKS URL; nil
 // when neither is set.
 func newVerifier(ctx context.Context, logger *slog.Logger, k key, jwksURL, audience, issuer string, sources auth.Source) (*auth.Verifier, error) {
@@ -604,16 +537,4 @@ func runKey(ctx context.Context, logger *slog.Logger) (*auth.Verifier, string, e
 	}
 	logger.Info("no publisher key configured: publishing needs the token printed on stdout (valid 24 h, this run only)")
 	return v, token, nil
-}
-
-// commaList splits a comma-separated flag value into its trimmed,
-// non-empty items.
-func commaList(v string) []string {
-	var items []string
-	for item := range strings.SplitSeq(v, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			items = append(items, item)
-		}
-	}
-	return items
 }
