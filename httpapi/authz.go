@@ -12,13 +12,13 @@ import (
 // Authenticator finds and verifies the credentials of a request.
 // [*auth.Verifier] is one.
 type Authenticator interface {
-	Authenticate(r *http.Request) (*auth.Identity, error)
+	Authenticate(r *http.Request) (*herald.Identity, error)
 }
 
 // authenticate verifies r with a, answering 401 itself when that fails.
 // A missing token is allowed (nil identity) when anonymous is true; a
 // token that is present but invalid never is.
-func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, a Authenticator, anonymous bool) (*auth.Identity, bool) {
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, a Authenticator, anonymous bool) (*herald.Identity, bool) {
 	id, err := a.Authenticate(r)
 	if err == nil {
 		return id, true
@@ -66,7 +66,7 @@ func (h *Handler) authorizeOperator(w http.ResponseWriter, r *http.Request) bool
 }
 
 // publishesEverything reports whether id has the publish right "*".
-func publishesEverything(id *auth.Identity) bool {
+func publishesEverything(id *herald.Identity) bool {
 	if id == nil {
 		return false
 	}
@@ -79,7 +79,7 @@ func publishesEverything(id *auth.Identity) bool {
 }
 
 // authorizePublish checks that id may publish every event.
-func authorizePublish(id *auth.Identity, events []herald.Event) (string, bool) {
+func authorizePublish(id *herald.Identity, events []herald.Event) (string, bool) {
 	for i := range events {
 		if !id.CanPublish(events[i].Topics) {
 			return "the token may not publish to " + strings.Join(events[i].Topics, ", "), false
@@ -93,7 +93,7 @@ func authorizePublish(id *auth.Identity, events []herald.Event) (string, bool) {
 // for anything, since what is public is open to all: a token's rights
 // then only decide which private events it sees. Otherwise the rights
 // bound the selectors.
-func authorizeSubscribe(id *auth.Identity, selectors []herald.Selector, anonymous bool) (string, bool) {
+func authorizeSubscribe(id *herald.Identity, selectors []herald.Selector, anonymous bool) (string, bool) {
 	if id == nil || anonymous {
 		return "", true
 	}
