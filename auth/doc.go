@@ -23,6 +23,12 @@
 // [herald.Identity.CanPublish], [herald.Identity.CanSubscribe] and
 // [herald.Identity.CanSee].
 //
+// A Verifier is an [httpapi.Authenticator] and its errors are
+// [httpapi.AuthError]s: set it as the Handler's PublishAuth or
+// SubscribeAuth. This package imports httpapi for that contract, not the
+// other way round, so a program serving Herald without JWTs links no JWT
+// library.
+//
 // Signature algorithms are pinned to the type of the key: a token is
 // accepted only if its alg is one the configured key can verify (HS256,
 // HS384, HS512 for a secret; RS256-512 and PS256-512 for RSA; the ES

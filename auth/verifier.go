@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/httpapi"
 )
 
 // Defaults of [Config].
@@ -285,6 +286,13 @@ func (v *Verifier) Close() {
 		v.close.Do(v.cancel)
 	}
 }
+
+// A Verifier is the JWT authenticator of [httpapi.Handler]'s PublishAuth
+// and SubscribeAuth, and its errors are what the handler answers with.
+var (
+	_ httpapi.Authenticator = (*Verifier)(nil)
+	_ httpapi.AuthError     = (*Error)(nil)
+)
 
 // Authenticate finds r's token as [ExtractToken] does (with the Config's
 // cookie name and sources) and verifies it. Errors are [*Error]s whose
