@@ -83,3 +83,19 @@ func ExampleMemoryBroker() {
 	//
 	// published as n1
 }
+
+// Rights are checked per topic: every topic of an event must be
+// publishable; a subscription to "*" needs the "*" right.
+func ExampleIdentity() {
+	id := herald.Identity{
+		Publish:   []herald.Selector{herald.Topic("news")},
+		Subscribe: []herald.Selector{herald.Topic("news"), herald.Topic("alerts")},
+	}
+	fmt.Println(id.CanPublish([]string{"news"}), id.CanPublish([]string{"news", "alerts"}))
+	fmt.Println(id.CanSubscribe(herald.Topic("alerts")), id.CanSubscribe(herald.All{}))
+	fmt.Println(id.CanSee([]string{"sport", "alerts"}))
+	// Output:
+	// true false
+	// true false
+	// true
+}

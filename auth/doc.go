@@ -9,9 +9,9 @@
 // [Verifier.Authenticate] finds the token of an HTTP request (the
 // Authorization: Bearer header, then a cookie, then the access_token query
 // parameter, which EventSource clients need since they cannot set
-// headers), verifies it and returns the caller's [Identity]: its subject
-// and the topics it may publish to and subscribe to, from the token's
-// herald claim:
+// headers), verifies it and returns the caller's [herald.Identity]: its
+// subject, its expiry and the topics it may publish to and subscribe to,
+// from the token's herald claim:
 //
 //	{"sub": "alice", "exp": 1767225600,
 //	 "herald": {"publish": ["news"], "subscribe": ["news", "alerts"]}}
@@ -20,7 +20,14 @@
 // machine-readable and which gives the HTTP status (401) and
 // WWW-Authenticate challenge to answer with (RFC 6750). Deciding what an
 // authenticated identity may do (403 when it may not) is the caller's, with
-// [Identity.CanPublish], [Identity.CanSubscribe] and [Identity.CanSee].
+// [herald.Identity.CanPublish], [herald.Identity.CanSubscribe] and
+// [herald.Identity.CanSee].
+//
+// A Verifier is an [httpapi.Authenticator] and its errors are
+// [httpapi.AuthError]s: set it as the Handler's PublishAuth or
+// SubscribeAuth. This package imports httpapi for that contract, not the
+// other way round, so a program serving Herald without JWTs links no JWT
+// library.
 //
 // Signature algorithms are pinned to the type of the key: a token is
 // accepted only if its alg is one the configured key can verify (HS256,

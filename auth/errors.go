@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/herald-sse/herald/httpapi"
 )
 
 // Realm is the realm of the WWW-Authenticate challenges.
@@ -15,8 +17,9 @@ type Reason string
 
 // The reasons of an [*Error].
 const (
-	// ReasonMissing: the request carries no token.
-	ReasonMissing Reason = "missing"
+	// ReasonMissing: the request carries no token. It is the
+	// [httpapi.ReasonNoCredentials] that Handler.Anonymous lets through.
+	ReasonMissing Reason = httpapi.ReasonNoCredentials
 	// ReasonMalformed: the token is not a well-formed JWT (or was given
 	// ambiguously, like two Authorization: Bearer headers).
 	ReasonMalformed Reason = "malformed"
@@ -58,6 +61,10 @@ type Error struct {
 
 // Error returns the Description.
 func (e *Error) Error() string { return e.Description }
+
+// AuthReason returns the Reason as a string, for [httpapi.AuthError]: the
+// "reason" of the handler's JSON answer.
+func (e *Error) AuthReason() string { return string(e.Reason) }
 
 // StatusCode is the HTTP status to answer with: always 401 Unauthorized,
 // the token being missing or invalid. (A valid token that lacks a right

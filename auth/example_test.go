@@ -42,7 +42,7 @@ func ExampleNewVerifier() {
 // query parameter, as an EventSource sends it) and returns its identity.
 func ExampleVerifier_Authenticate() {
 	secret := []byte("an example secret of 32+ bytes..")
-	token, err := auth.MintHS256(secret, auth.Identity{
+	token, err := auth.MintHS256(secret, herald.Identity{
 		Subject:   "alice",
 		Subscribe: []herald.Selector{herald.Topic("news")},
 	}, time.Hour, "", "")
@@ -99,26 +99,10 @@ func ExampleError() {
 	// 401 Bearer realm="herald", error="invalid_token", error_description="the token is not a well-formed JWT"
 }
 
-// Rights are checked per topic: every topic of an event must be
-// publishable; a subscription to "*" needs the "*" right.
-func ExampleIdentity() {
-	id := auth.Identity{
-		Publish:   []herald.Selector{herald.Topic("news")},
-		Subscribe: []herald.Selector{herald.Topic("news"), herald.Topic("alerts")},
-	}
-	fmt.Println(id.CanPublish([]string{"news"}), id.CanPublish([]string{"news", "alerts"}))
-	fmt.Println(id.CanSubscribe(herald.Topic("alerts")), id.CanSubscribe(herald.All{}))
-	fmt.Println(id.CanSee([]string{"sport", "alerts"}))
-	// Output:
-	// true false
-	// true false
-	// true
-}
-
 // MintHS256 makes development and test tokens.
 func ExampleMintHS256() {
 	secret := []byte("an example secret of 32+ bytes..")
-	token, err := auth.MintHS256(secret, auth.Identity{
+	token, err := auth.MintHS256(secret, herald.Identity{
 		Subject: "dev",
 		Publish: []herald.Selector{herald.All{}},
 	}, 10*time.Minute, "herald", "")

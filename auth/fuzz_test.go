@@ -154,7 +154,7 @@ func FuzzClaims(f *testing.F) {
 				t.Fatalf("error %q does not name the claim", msg)
 			}
 		} else {
-			id := &Identity{Publish: publish, Subscribe: subscribe}
+			id := &herald.Identity{Publish: publish, Subscribe: subscribe}
 			hasAll := false
 			for _, sel := range subscribe {
 				if _, ok := sel.(herald.All); ok {

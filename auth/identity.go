@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/herald-sse/herald"
 )
@@ -19,79 +18,6 @@ import (
 // unknown members are ignored; a member given twice makes the token
 // invalid.
 const ClaimName = "herald"
-
-// Identity is who a verified token speaks for and what it may do.
-type Identity struct {
-	// Subject is the token's sub claim (may be empty).
-	Subject string
-	// Publish lists the selectors the identity may publish to.
-	Publish []herald.Selector
-	// Subscribe lists the selectors the identity may subscribe to (and so
-	// see private events of).
-	Subscribe []herald.Selector
-	// Expires is the token's exp: a stream opened with it should not
-	// outlive it.
-	Expires time.Time
-}
-
-// CanPublish reports whether the identity may publish an event to topics:
-// each topic must be matched by a publish right. It is false for no topics
-// and for a nil Identity.
-func (id *Identity) CanPublish(topics []string) bool {
-	if id == nil || len(topics) == 0 {
-		return false
-	}
-	for _, t := range topics {
-		if !matchAny(id.Publish, t) {
-			return false
-		}
-	}
-	return true
-}
-
-// CanSubscribe reports whether the identity may subscribe with sel: a
-// subscribe right must cover everything sel selects. A "*" right covers
-// every selector; a topic right covers that topic only, so asking for "*"
-// needs a "*" right. Other selector kinds are covered by "*" only. It is
-// false for a nil Identity or selector.
-func (id *Identity) CanSubscribe(sel herald.Selector) bool {
-	if id == nil || sel == nil {
-		return false
-	}
-	for _, right := range id.Subscribe {
-		if _, all := right.(herald.All); all {
-			return true
-		}
-		if t, ok := sel.(herald.Topic); ok && right.Match(string(t)) {
-			return true
-		}
-	}
-	return false
-}
-
-// CanSee reports whether the identity may receive a private event
-// published to topics: one of them must be matched by a subscribe right.
-// It is false for a nil Identity.
-func (id *Identity) CanSee(topics []string) bool {
-	if id == nil {
-		return false
-	}
-	for _, t := range topics {
-		if matchAny(id.Subscribe, t) {
-			return true
-		}
-	}
-	return false
-}
-
-func matchAny(rights []herald.Selector, topic string) bool {
-	for _, r := range rights {
-		if r.Match(topic) {
-			return true
-		}
-	}
-	return false
-}
 
 // parseRights reads the herald claim (raw JSON, absent or null for none).
 // Its errors name the faulty member, never its value.

@@ -11,87 +11,10 @@ import (
 	"github.com/herald-sse/herald/auth"
 )
 
-// uriTemplate stands for a future selector kind.
-type uriTemplate string
-
-func (u uriTemplate) Match(topic string) bool {
-	return strings.HasPrefix(topic, strings.TrimSuffix(string(u), "{id}"))
-}
-func (u uriTemplate) String() string { return string(u) }
-
-func TestCanPublish(t *testing.T) {
-	id := &auth.Identity{Publish: []herald.Selector{herald.Topic("news"), herald.Topic("alerts")}}
-	all := &auth.Identity{Publish: []herald.Selector{herald.All{}}}
-	for _, tc := range []struct {
-		id     *auth.Identity
-		topics []string
-		want   bool
-	}{
-		{id, []string{"news"}, true},
-		{id, []string{"news", "alerts"}, true},
-		{id, []string{"news", "sport"}, false}, // every topic must be allowed
-		{id, []string{"sport"}, false},
-		{id, nil, false},
-		{all, []string{"anything", "else"}, true},
-		{&auth.Identity{Subscribe: []herald.Selector{herald.All{}}}, []string{"news"}, false},
-		{nil, []string{"news"}, false},
-	} {
-		if got := tc.id.CanPublish(tc.topics); got != tc.want {
-			t.Errorf("%v CanPublish(%q) = %v", tc.id, tc.topics, got)
-		}
-	}
-}
-
-func TestCanSubscribe(t *testing.T) {
-	topics := &auth.Identity{Subscribe: []herald.Selector{herald.Topic("news"), uriTemplate("books/{id}")}}
-	all := &auth.Identity{Subscribe: []herald.Selector{herald.All{}}}
-	for _, tc := range []struct {
-		id   *auth.Identity
-		sel  herald.Selector
-		want bool
-	}{
-		{topics, herald.Topic("news"), true},
-		{topics, herald.Topic("sport"), false},
-		{topics, herald.Topic("books/1"), true}, // the template right matches the topic
-		{topics, herald.All{}, false},           // "*" needs a "*" right
-		{topics, uriTemplate("books/{id}"), false},
-		{all, herald.All{}, true},
-		{all, herald.Topic("x"), true},
-		{all, uriTemplate("books/{id}"), true},
-		{all, nil, false},
-		{&auth.Identity{Publish: []herald.Selector{herald.All{}}}, herald.Topic("x"), false},
-		{nil, herald.All{}, false},
-	} {
-		if got := tc.id.CanSubscribe(tc.sel); got != tc.want {
-			t.Errorf("%v CanSubscribe(%v) = %v", tc.id, tc.sel, got)
-		}
-	}
-}
-
-func TestCanSee(t *testing.T) {
-	id := &auth.Identity{Subscribe: []herald.Selector{herald.Topic("team/1")}}
-	for _, tc := range []struct {
-		topics []string
-		want   bool
-	}{
-		{[]string{"team/1"}, true},
-		{[]string{"public", "team/1"}, true}, // one matching topic is enough
-		{[]string{"team/2"}, false},
-		{nil, false},
-	} {
-		if got := id.CanSee(tc.topics); got != tc.want {
-			t.Errorf("CanSee(%q) = %v", tc.topics, got)
-		}
-	}
-	if (*auth.Identity)(nil).CanSee([]string{"x"}) {
-		t.Error("nil identity sees")
-	}
-}
-
 // MintHS256 round-trips through a Verifier, and refuses what would make
 // an unusable token.
 func TestMintHS256(t *testing.T) {
-	id := auth.Identity{
+	id := herald.Identity{
 		Subject:   "svc",
 		Publish:   []herald.Selector{herald.Topic("news")},
 		Subscribe: []herald.Selector{herald.All{}},
@@ -114,7 +37,7 @@ func TestMintHS256(t *testing.T) {
 	_, err = later.Verify(context.Background(), tok)
 	checkRejected(t, err, auth.ReasonExpired, tok, testSecret)
 
-	noRights, err := auth.MintHS256(testSecret, auth.Identity{}, time.Minute, "", "")
+	noRights, err := auth.MintHS256(testSecret, herald.Identity{}, time.Minute, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,13 +49,13 @@ func TestMintHS256(t *testing.T) {
 		"short secret": func() (string, error) { return auth.MintHS256([]byte("short"), id, time.Minute, "", "") },
 		"no ttl":       func() (string, error) { return auth.MintHS256(testSecret, id, 0, "", "") },
 		"nil selector": func() (string, error) {
-			return auth.MintHS256(testSecret, auth.Identity{Publish: []herald.Selector{nil}}, time.Minute, "", "")
+			return auth.MintHS256(testSecret, herald.Identity{Publish: []herald.Selector{nil}}, time.Minute, "", "")
 		},
 		"empty topic": func() (string, error) {
-			return auth.MintHS256(testSecret, auth.Identity{Subscribe: []herald.Selector{herald.Topic("")}}, time.Minute, "", "")
+			return auth.MintHS256(testSecret, herald.Identity{Subscribe: []herald.Selector{herald.Topic("")}}, time.Minute, "", "")
 		},
 		"control in sub": func() (string, error) {
-			return auth.MintHS256(testSecret, auth.Identity{Publish: []herald.Selector{herald.Topic("a\nb")}}, time.Minute, "", "")
+			return auth.MintHS256(testSecret, herald.Identity{Publish: []herald.Selector{herald.Topic("a\nb")}}, time.Minute, "", "")
 		},
 	} {
 		if tok, err := bad(); err == nil {

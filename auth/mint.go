@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/herald-sse/herald"
 )
 
 // MintHS256 returns a token signed with secret (HS256) for id's Subject,
@@ -13,7 +15,7 @@ import (
 // ignored), with aud and iss claims when they are not empty. It is meant
 // for development and tests: production tokens come from the
 // application or an identity provider.
-func MintHS256(secret []byte, id Identity, ttl time.Duration, aud, iss string) (string, error) {
+func MintHS256(secret []byte, id herald.Identity, ttl time.Duration, aud, iss string) (string, error) {
 	if len(secret) < MinSecretBytes {
 		return "", fmt.Errorf("auth: the secret is %d bytes; use at least %d random bytes", len(secret), MinSecretBytes)
 	}

@@ -19,6 +19,9 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
+
+	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/httpapi"
 )
 
 // Defaults of [Config].
@@ -284,10 +287,17 @@ func (v *Verifier) Close() {
 	}
 }
 
+// A Verifier is the JWT authenticator of [httpapi.Handler]'s PublishAuth
+// and SubscribeAuth, and its errors are what the handler answers with.
+var (
+	_ httpapi.Authenticator = (*Verifier)(nil)
+	_ httpapi.AuthError     = (*Error)(nil)
+)
+
 // Authenticate finds r's token as [ExtractToken] does (with the Config's
 // cookie name and sources) and verifies it. Errors are [*Error]s whose
 // Source says where the token was found.
-func (v *Verifier) Authenticate(r *http.Request) (*Identity, error) {
+func (v *Verifier) Authenticate(r *http.Request) (*herald.Identity, error) {
 	token, from, err := ExtractToken(r, v.cookie, v.sources)
 	if err != nil {
 		return nil, err
@@ -414,10 +424,11 @@ var (
 	errCritical       = errors.New("critical header parameters")
 )
 
-// Verify checks token (a compact JWS, without "Bearer ") and returns its
-// Identity. Errors are [*Error]s. ctx bounds a JWKS fetch for an unknown
-// kid.
-func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
+// Verify checks token (a compact JWS, without "Bearer ") and returns the
+// identity it speaks for: its sub, the rights of its herald claim (see
+// [ClaimName]) and its exp. Errors are [*Error]s. ctx bounds a JWKS fetch
+// for an unknown kid.
+func (v *Verifier) Verify(ctx context.Context, token string) (*herald.Identity, error) {
 	if token == "" {
 		return nil, newError(ReasonMissing, "no token")
 	}
@@ -454,7 +465,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 	if err != nil {
 		return nil, newError(ReasonInvalidClaims, "invalid claims: "+err.Error())
 	}
-	return &Identity{
+	return &herald.Identity{
 		Subject:   claims.Subject,
 		Publish:   publish,
 		Subscribe: subscribe,

@@ -6,39 +6,111 @@ import (
 	"strings"
 
 	"github.com/herald-sse/herald"
-	"github.com/herald-sse/herald/auth"
 )
 
-// Authenticator finds and verifies the credentials of a request.
-// [*auth.Verifier] is one.
+// An Authenticator finds and checks the credentials of a request for a
+// [Handler] (PublishAuth, SubscribeAuth). Where they come from (a header,
+// a cookie, a query parameter) and what they are (a JWT, a Mercure token)
+// is the Authenticator's business: the handler only needs the identity,
+// whose rights it checks against what the request asks for (403 when
+// they fall short) and whose expiry ends the stream. Package auth
+// implements it with JWTs; httpapi itself imports no token library.
 type Authenticator interface {
-	Authenticate(r *http.Request) (*auth.Identity, error)
+	// Authenticate returns who r speaks for, or why it is refused. An
+	// error is answered 401 as [AuthError] describes; one whose
+	// AuthReason is [ReasonNoCredentials] says that r carries no
+	// credentials at all, which [Handler.Anonymous] lets subscribe. Any
+	// other error, and a nil identity without one, is answered 401 with
+	// reason "malformed" and no more detail, since its text was not
+	// written for clients.
+	Authenticate(r *http.Request) (*herald.Identity, error)
 }
+
+// An AuthError is an [Authenticator]'s refusal, as the handler answers it:
+// 401 Unauthorized, with the WWW-Authenticate header Challenge and the
+// JSON body {"error": "unauthorized: " + Error(), "reason": AuthReason()}.
+// Its text reaches the client, so it must not contain credentials.
+type AuthError interface {
+	error
+	// AuthReason says in a word why, for programs: "expired",
+	// "bad_signature", ..., or ReasonNoCredentials.
+	AuthReason() string
+	// Challenge is the WWW-Authenticate header value (RFC 7235: a 401
+	// must carry one), naming the scheme the credentials are expected in.
+	Challenge() string
+}
+
+// ReasonNoCredentials is the AuthReason of a request that carries no
+// credentials: the one refusal that Handler.Anonymous overrides, since a
+// request without credentials claims nothing, while one with invalid
+// credentials claims something false.
+const ReasonNoCredentials = "missing"
+
+// realm names the hub in the challenges the handler writes itself.
+const realm = "herald"
 
 // authenticate verifies r with a, answering 401 itself when that fails.
 // A missing token is allowed (nil identity) when anonymous is true; a
 // token that is present but invalid never is.
-func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, a Authenticator, anonymous bool) (*auth.Identity, bool) {
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, a Authenticator, anonymous bool) (*herald.Identity, bool) {
 	id, err := a.Authenticate(r)
-	if err == nil {
+	if err == nil && id != nil {
 		return id, true
 	}
-	if anonymous && auth.ReasonOf(err) == auth.ReasonMissing {
+	var ae AuthError
+	if err == nil || !errors.As(err, &ae) {
+		// Refused: a nil identity would pass where only anonymous
+		// streams may.
+		ae = uncheckedCredentials{}
+	}
+	if anonymous && ae.AuthReason() == ReasonNoCredentials {
 		return nil, true
 	}
-	var ae *auth.Error
-	if !errors.As(err, &ae) {
-		ae = &auth.Error{Reason: auth.ReasonMalformed, Description: "the credentials could not be checked"}
-	}
 	w.Header().Set("WWW-Authenticate", ae.Challenge())
-	h.failWithReason(w, r, http.StatusUnauthorized, "unauthorized: "+ae.Description, string(ae.Reason))
+	h.failWithReason(w, r, http.StatusUnauthorized, "unauthorized: "+ae.Error(), ae.AuthReason())
 	return nil, false
 }
 
-// forbid answers 403 for a valid token that lacks a right.
+// uncheckedCredentials stands for an Authenticator error that is not an
+// AuthError (or a nil identity without an error): its text may say
+// anything (a key server's address), so the client is only told that its
+// credentials could not be checked.
+type uncheckedCredentials struct{}
+
+const uncheckedMessage = "the credentials could not be checked"
+
+func (uncheckedCredentials) Error() string      { return uncheckedMessage }
+func (uncheckedCredentials) AuthReason() string { return "malformed" }
+func (uncheckedCredentials) Challenge() string {
+	return bearerChallenge("invalid_token", uncheckedMessage)
+}
+
+// forbid answers 403 for a valid token that lacks a right. The challenge
+// is the handler's own: the refusal is about rights, not credentials, and
+// every credential a hub accepts is a bearer token (RFC 6750).
 func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, msg string) {
-	w.Header().Set("WWW-Authenticate", auth.InsufficientScope(msg))
+	w.Header().Set("WWW-Authenticate", bearerChallenge("insufficient_scope", msg))
 	h.failWithReason(w, r, http.StatusForbidden, msg, "insufficient_scope")
+}
+
+// bearerChallenge is an RFC 6750 (section 3) challenge with an error code
+// and description.
+func bearerChallenge(code, description string) string {
+	return `Bearer realm="` + realm + `", error="` + code + `", error_description="` + quotable(description) + `"`
+}
+
+// quotable keeps the characters RFC 6750 allows in error_description
+// (printable ASCII but '"' and '\'), replacing the others.
+func quotable(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '"' || r == '\\':
+			return '\''
+		case r < 0x20 || r > 0x7e:
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // authorizeOperator checks that r may read GET /connections or
@@ -66,7 +138,7 @@ func (h *Handler) authorizeOperator(w http.ResponseWriter, r *http.Request) bool
 }
 
 // publishesEverything reports whether id has the publish right "*".
-func publishesEverything(id *auth.Identity) bool {
+func publishesEverything(id *herald.Identity) bool {
 	if id == nil {
 		return false
 	}
@@ -79,7 +151,7 @@ func publishesEverything(id *auth.Identity) bool {
 }
 
 // authorizePublish checks that id may publish every event.
-func authorizePublish(id *auth.Identity, events []herald.Event) (string, bool) {
+func authorizePublish(id *herald.Identity, events []herald.Event) (string, bool) {
 	for i := range events {
 		if !id.CanPublish(events[i].Topics) {
 			return "the token may not publish to " + strings.Join(events[i].Topics, ", "), false
@@ -93,7 +165,7 @@ func authorizePublish(id *auth.Identity, events []herald.Event) (string, bool) {
 // for anything, since what is public is open to all: a token's rights
 // then only decide which private events it sees. Otherwise the rights
 // bound the selectors.
-func authorizeSubscribe(id *auth.Identity, selectors []herald.Selector, anonymous bool) (string, bool) {
+func authorizeSubscribe(id *herald.Identity, selectors []herald.Selector, anonymous bool) (string, bool) {
 	if id == nil || anonymous {
 		return "", true
 	}

@@ -382,8 +382,8 @@ func TestConnectionsAnnouncedTargetedListed(t *testing.T) {
 				t.Helper()
 				m := s.next(t)
 				var d struct{ Connection string }
-				if m.Type != httpapi.DefaultConnectedEvent || json.Unmarshal([]byte(m.Data), &d) != nil || d.Connection == "" || m.LastEventID != "" {
-					t.Fatalf("first event %+v, want %s with a connection id and no event id", m, httpapi.DefaultConnectedEvent)
+				if m.Type != "herald.connected" || json.Unmarshal([]byte(m.Data), &d) != nil || d.Connection == "" || m.LastEventID != "" {
+					t.Fatalf("first event %+v, want %s with a connection id and no event id", m, "herald.connected")
 				}
 				return d.Connection
 			}

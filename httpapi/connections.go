@@ -10,9 +10,14 @@ import (
 	"time"
 )
 
-// DefaultConnectedEvent is the type of the event that tells a stream its
-// connection ID, when Handler.AnnounceConnections is set.
-const DefaultConnectedEvent = "herald.connected"
+// connectedEvent is the type of the event that tells a stream its
+// connection ID, when Handler.AnnounceConnections is set. Unlike the reset
+// and expired events it is not configurable: it carries no application
+// meaning to be renamed into an application's vocabulary, it is part of
+// how a client learns the address publishers reach it by, and the
+// clients and documentation that look for it by this name would all have
+// to follow a renaming.
+const connectedEvent = "herald.connected"
 
 // connection is an open stream, as GET /connections lists it.
 type connection struct {

@@ -133,8 +133,8 @@ func TestTokenExpiresDuringReplay(t *testing.T) {
 // expiringAuth lets every request subscribe to everything, for ttl.
 type expiringAuth struct{ ttl time.Duration }
 
-func (a expiringAuth) Authenticate(*http.Request) (*auth.Identity, error) {
-	return &auth.Identity{Subject: "u", Subscribe: []herald.Selector{herald.All{}}, Expires: time.Now().Add(a.ttl)}, nil
+func (a expiringAuth) Authenticate(*http.Request) (*herald.Identity, error) {
+	return &herald.Identity{Subject: "u", Subscribe: []herald.Selector{herald.All{}}, Expires: time.Now().Add(a.ttl)}, nil
 }
 
 // gatedHistory holds a replay's first page until gate is closed.

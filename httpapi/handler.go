@@ -126,7 +126,9 @@ type Handler struct {
 	// of every event (403 otherwise). GET /connections and GET /cluster
 	// need a token with the publish right "*". Publishing needs an
 	// explicit choice: without PublishAuth, and without OpenPublish,
-	// POST /publish, GET /connections and GET /cluster get 403.
+	// POST /publish, GET /connections and GET /cluster get 403. It should
+	// not take credentials from cookies: POST /publish accepts form
+	// posts, which any site can make a browser send with its cookies.
 	PublishAuth Authenticator
 	// OpenPublish lets anyone publish (and read GET /connections and
 	// GET /cluster) when PublishAuth is nil: for local development only.

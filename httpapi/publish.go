@@ -18,7 +18,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/herald-sse/herald"
-	"github.com/herald-sse/herald/auth"
 )
 
 // maxRetryMillis keeps a retry value representable as a time.Duration and
@@ -34,7 +33,7 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var id *auth.Identity
+	var id *herald.Identity
 	switch {
 	case h.PublishAuth != nil:
 		// Before reading the body: an unauthenticated publisher costs

@@ -52,7 +52,7 @@ func (h *Handler) opening(sub *herald.Subscriber, connID string) [][]byte {
 		data, _ := json.Marshal(map[string]string{"connection": connID})
 		// No id field: the client's Last-Event-ID stays its place in
 		// the history.
-		frame, _ := sse.AppendEvent(nil, &sse.Event{Type: DefaultConnectedEvent, Data: string(data)})
+		frame, _ := sse.AppendEvent(nil, &sse.Event{Type: connectedEvent, Data: string(data)})
 		frames = append(frames, frame)
 	}
 	if rs := sub.Reset(); rs != nil {

@@ -530,7 +530,7 @@ func runKey(ctx context.Context, logger *slog.Logger) (*auth.Verifier, string, e
 	if err != nil {
 		return nil, "", err
 	}
-	token, err := auth.MintHS256(secret, auth.Identity{Subject: "herald-dev", Publish: []herald.Selector{herald.All{}}}, 24*time.Hour, "", "")
+	token, err := auth.MintHS256(secret, herald.Identity{Subject: "herald-dev", Publish: []herald.Selector{herald.All{}}}, 24*time.Hour, "", "")
 	if err != nil {
 		v.Close()
 		return nil, "", err

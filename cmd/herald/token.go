@@ -36,7 +36,7 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	case *ttl <= 0:
 		return usageError(stderr, "--ttl must be positive: tokens always expire")
 	}
-	token, err := auth.MintHS256([]byte(*secret), auth.Identity{
+	token, err := auth.MintHS256([]byte(*secret), herald.Identity{
 		Subject:   *sub,
 		Publish:   publish,
 		Subscribe: subscribe,
