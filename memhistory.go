@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/herald-sse/herald/internal/losses"
 )
 
 // replayPage is how many records a replay hands over at a time: the lock
@@ -27,16 +29,8 @@ type MemoryHistory struct {
 	live      int
 	byTopic   map[string]*topicIndex
 	ids       map[string]idEntry
-	dropped   uint64         // highest position removed by the global limits: lost to everyone (topics forgotten)
-	holes     []hole         // records removed by a per-topic cap above dropped, ascending
+	lost      losses.Memory  // what was removed: lost to everyone, or to the subscribers of some topics
 	liveTopic map[string]int // per capped topic: live records carrying it
-}
-
-// hole is a record removed by a per-topic cap: lost only to subscribers
-// matching one of its topics.
-type hole struct {
-	pos    uint64
-	topics []string
 }
 
 // idEntry is where a publisher-supplied ID points: the newest retained
@@ -170,7 +164,7 @@ func (m *MemoryHistory) adopt(epoch string) {
 	defer m.mu.Unlock()
 	m.epoch = epoch
 	m.recs, m.start, m.dead, m.head, m.bytes, m.live = nil, 0, 0, 0, 0, 0
-	m.dropped, m.holes = 0, nil
+	m.lost = losses.Memory{}
 	clear(m.byTopic)
 	clear(m.ids)
 	clear(m.liveTopic)
@@ -180,7 +174,7 @@ func (m *MemoryHistory) adopt(epoch string) {
 func (m *MemoryHistory) markLost(upTo uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.dropped = max(m.dropped, upTo)
+	losses.Drop(&m.lost, upTo)
 	m.forgetHolesLocked()
 }
 
@@ -207,7 +201,7 @@ func (m *MemoryHistory) trimLocked() {
 		if r.Topics == nil {
 			m.dead--
 		} else {
-			m.dropped = max(m.dropped, r.Position) // folded holes may have raised it above r
+			losses.Drop(&m.lost, r.Position) // folded holes may have raised it above r
 			m.forgetLocked(r)
 		}
 
@@ -218,19 +212,40 @@ func (m *MemoryHistory) trimLocked() {
 	m.compactLocked()
 }
 
-// forgetHolesLocked drops holes that dropped covers, and folds the oldest
-// into dropped while there are more than MaxEvents: bounded memory,
-// paid for with caution (more resumes report a loss).
+// forgetHolesLocked drops the holes and gaps that dropped covers, and
+// folds the oldest holes while there are more than MaxEvents: bounded
+// memory, paid for with caution (more resumes report a loss).
 func (m *MemoryHistory) forgetHolesLocked() {
-	i := 0
-	for i < len(m.holes) && (m.holes[i].pos <= m.dropped || len(m.holes)-i > m.retention.MaxEvents) {
-		m.dropped = max(m.dropped, m.holes[i].pos)
-		i++
+	_ = losses.Forget(&m.lost, (*liveRecords)(m), m.retention.MaxEvents) // Memory never fails
+}
+
+// liveRecords is what the loss record reads of the records retained (see
+// losses.Retained); the caller holds the lock.
+type liveRecords MemoryHistory
+
+// First implements losses.Retained.
+func (l *liveRecords) First() uint64 {
+	for _, r := range l.recs[l.start:] {
+		if r.Topics != nil {
+			return r.Position
+		}
 	}
-	if i > 0 {
-		clear(m.holes[:i])
-		m.holes = m.holes[i:]
+	return 0
+}
+
+// NoneBetween implements losses.Retained.
+func (l *liveRecords) NoneBetween(a, b uint64) bool {
+	if b <= a+1 {
+		return true
 	}
+	recs := l.recs[l.start:]
+	i, _ := slices.BinarySearchFunc(recs, a+1, byPosition)
+	for ; i < len(recs) && recs[i].Position < b; i++ {
+		if recs[i].Topics != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // expireLocked applies the age limit, which time alone can exceed.
@@ -253,13 +268,12 @@ func (m *MemoryHistory) removeOldestOfTopicLocked(t string) {
 			continue
 		}
 		r := &m.recs[i]
-		// Lost to subscribers of any of its topics, not only t.
-		j, _ := slices.BinarySearchFunc(m.holes, pos, func(h hole, p uint64) int { return cmp.Compare(h.pos, p) })
-		m.holes = slices.Insert(m.holes, j, hole{pos: pos, topics: r.Topics})
+		topics := r.Topics
 		m.forgetLocked(r)
 		*r = Record{Position: pos} // tombstone: Topics nil
 		m.dead++
-		m.forgetHolesLocked()
+		// Lost to subscribers of any of its topics, not only t.
+		_ = losses.AddHole(&m.lost, (*liveRecords)(m), pos, topics, m.retention.MaxEvents) // Memory never fails
 		return
 	}
 }
@@ -395,19 +409,7 @@ func (m *MemoryHistory) Lost(after, upTo uint64, selectors []Selector) bool {
 }
 
 func (m *MemoryHistory) lostLocked(after, upTo uint64, selectors []Selector) bool {
-	if after >= upTo {
-		return false
-	}
-	if m.dropped > after {
-		return true
-	}
-	i, _ := slices.BinarySearchFunc(m.holes, after+1, func(h hole, p uint64) int { return cmp.Compare(h.pos, p) })
-	for ; i < len(m.holes) && m.holes[i].pos <= upTo; i++ {
-		if Matches(selectors, m.holes[i].topics) {
-			return true
-		}
-	}
-	return false
+	return losses.Lost(&m.lost, after, upTo, func(topics []string) bool { return Matches(selectors, topics) })
 }
 
 // byPosition orders records against a position, for binary searches.

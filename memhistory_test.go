@@ -124,3 +124,41 @@ func long() bool {
 	f := flag.Lookup("long")
 	return f != nil && f.Value.String() == "true"
 }
+
+// Holes folded for the bound (more than MaxEvents) while an older record
+// is retained become a gap above it, not a mark below which everything
+// counts as lost: the older record is still reported whole.
+func TestMemoryHistoryFoldedHolesKeepOlderRecords(t *testing.T) {
+	m := NewMemoryHistory(Retention{MaxEvents: 3, PerTopic: map[string]int{"c": 1}})
+	for _, topic := range []string{"x", "c", "c", "c", "c", "c"} { // positions 1 to 6
+		if _, err := m.Append([]Record{{Topics: []string{topic}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The cap removed 2 to 5; the hole at 2 was folded.
+	x, c := []Selector{Topic("x")}, []Selector{Topic("c")}
+	for _, tc := range []struct {
+		after, upTo uint64
+		sels        []Selector
+		want        bool
+	}{
+		{0, 1, x, false}, // the record at 1 is retained
+		{1, 2, x, true},  // folded: lost to everyone
+		{2, 3, x, false}, // a hole of c
+		{2, 3, c, true},
+		{5, 6, c, false},
+	} {
+		if got := m.Lost(tc.after, tc.upTo, tc.sels); got != tc.want {
+			t.Errorf("Lost(%d, %d, %v) = %v, want %v", tc.after, tc.upTo, tc.sels, got, tc.want)
+		}
+	}
+	var got []uint64
+	if err := m.Replay(0, 1, x, func(recs []Record) error {
+		for _, r := range recs {
+			got = append(got, r.Position)
+		}
+		return nil
+	}); err != nil || len(got) != 1 || got[0] != 1 {
+		t.Errorf("Replay(0, 1, x) = %v, %v; want [1]", got, err)
+	}
+}

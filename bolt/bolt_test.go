@@ -835,7 +835,7 @@ func TestFoldedHolesKeepOlderRecords(t *testing.T) {
 		if holes, _, _ := h.holeKeys(); holes > r.MaxEvents {
 			t.Errorf("%s: %d holes, want at most %d", when, holes, r.MaxEvents)
 		}
-		if gaps := h.gapKeys(); len(gaps) != 1 || gaps[0].from != old+1 {
+		if gaps := h.gapKeys(); len(gaps) != 1 || gaps[0].From != old+1 {
 			t.Errorf("%s: gaps %v, want one from %d", when, gaps, old+1)
 		}
 	}

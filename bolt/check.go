@@ -8,7 +8,47 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
+
+// checkLocked checks the structure of the existing file at path (see
+// checkStructure) under a shared lock, which fails while another process
+// writes it.
+func checkLocked(path string, timeout time.Duration) (err error) {
+	ro, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("bolt: %s is locked by another process (or another Open)", path)
+	case err != nil:
+		return fmt.Errorf("bolt: opening %s: %w (if the file is damaged, restore it from a backup, or delete it to start a fresh history)", path, err)
+	}
+	defer ro.Close()
+	if err := checkStructure(path); err != nil {
+		return fmt.Errorf("bolt: %s is damaged (%w): restore it from a backup, or delete it to start a fresh history", path, err)
+	}
+	return nil
+}
+
+// check reads every record and returns the positions of those whose
+// checksum fails that no gap covers yet.
+func (h *History) check() (corrupt []uint64, err error) {
+	err = h.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(k) != 8 {
+				return fmt.Errorf("a record key of %d bytes", len(k))
+			}
+			if _, err := verified(getU64(k), v); err != nil && !lostIn(tx, getU64(k)-1, getU64(k), nil, nil) {
+				corrupt = append(corrupt, getU64(k))
+			}
+		}
+		return nil
+	})
+	return corrupt, err
+}
 
 // checkStructure reads the bbolt file at path page by page, as bbolt
 // would reach them from the newest sound meta page, and reports the first

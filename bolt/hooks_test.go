@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/internal/losses"
 
 	bbolt "go.etcd.io/bbolt"
 )
@@ -73,18 +74,18 @@ func (h *History) failNextCommits(n int) { h.failCommits.Store(int32(n)) }
 
 // pending returns the gaps not yet persisted, and the number of
 // publisher IDs indexed in the queue.
-func (h *History) pending() (gaps []gap, queuedIDs int) {
+func (h *History) pending() (gaps losses.Gaps, queuedIDs int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return slices.Clone(h.newGaps), len(h.queuedIDs)
 }
 
 // gapKeys returns the gaps on disk.
-func (h *History) gapKeys() []gap {
-	var gaps []gap
+func (h *History) gapKeys() []losses.Gap {
+	var gaps []losses.Gap
 	_ = h.db.View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketGaps).ForEach(func(k, v []byte) error {
-			gaps = append(gaps, gap{getU64(k), getU64(v)})
+			gaps = append(gaps, losses.Gap{From: getU64(k), To: getU64(v)})
 			return nil
 		})
 	})

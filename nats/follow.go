@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herald-sse/herald"
+	"github.com/herald-sse/herald/internal/followbatch"
 )
 
 // followPage is the most records a Follow batch carries.
@@ -40,11 +41,10 @@ const maxIdleReopens = 3
 var errReopen = errors.New("consumer to be replaced")
 
 // cursor is where a Follow stands: what it has read of which log, and
-// whether a record was lost since its last batch.
+// the batch it is making, which carries a loss to the next batch.
 type cursor struct {
-	epoch string
-	read  uint64 // last stream sequence read (delivered, or skipped as undecodable)
-	lost  bool   // to be reported with the next batch
+	read uint64               // last stream sequence read (delivered, or skipped as undecodable)
+	out  *followbatch.Builder // the epoch followed
 }
 
 // Follow implements [herald.Broker]. It reads the stream with an
@@ -58,7 +58,7 @@ type cursor struct {
 // of every message after where Follow stands, a batch without records,
 // marked Lost, reaches the stream's last sequence.
 func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func(herald.Batch) error) error {
-	c := cursor{epoch: epoch, read: after}
+	c := cursor{read: after, out: followbatch.New(epoch, fn)}
 	idle := 0 // consumers replaced in a row without reading anything
 	for {
 		if err := ctx.Err(); err != nil {
@@ -74,11 +74,12 @@ func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func
 			}
 			return err
 		}
-		if e := epochOf(info); e != c.epoch {
-			c = cursor{epoch: e}
+		if e := epochOf(info); e != c.out.Epoch() {
+			c.read = 0
+			c.out.Restart(e)
 		}
 		read := c.read
-		err = b.consume(ctx, &c, fn, info.State.LastSeq)
+		err = b.consume(ctx, &c, info.State.LastSeq)
 		if !errors.Is(err, errReopen) {
 			return err
 		}
@@ -95,7 +96,7 @@ func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func
 
 // consume reads the stream from c with one consumer until it fails.
 // lastSeq is the stream's last sequence before the consumer was made.
-func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) error, lastSeq uint64) error {
+func (b *Broker) consume(ctx context.Context, c *cursor, lastSeq uint64) error {
 	// Listening before the consumer exists, so no change is missed.
 	status := b.nc.StatusChanged(natsgo.CONNECTED, natsgo.DISCONNECTED, natsgo.RECONNECTING, natsgo.CLOSED)
 	defer b.nc.RemoveStatusListener(status)
@@ -134,8 +135,11 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 		// Nothing to deliver up to lastSeq, which Head reports: the
 		// newest messages were removed (a subject purged, a message
 		// deleted). Said, so a node can count itself at the head.
-		c.read, c.lost = lastSeq, false
-		if err := fn(herald.Batch{Epoch: c.epoch, Lost: true, Through: lastSeq}); err != nil {
+		c.read = lastSeq
+		if err := c.out.Lose(); err != nil {
+			return err
+		}
+		if err := c.out.Through(lastSeq); err != nil {
 			return err
 		}
 	}
@@ -184,8 +188,6 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 	defer close(done) // first: Stop may wait for the handler, which may wait for msgs
 
 	var (
-		recs      = make([]herald.Record, 0, followPage)
-		recsLost  bool   // the batch of recs reports a loss before them
 		delivered uint64 // the consumer's sequence: one more per message it sends
 		grace     <-chan time.Time
 		timer     *time.Timer
@@ -199,31 +201,6 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 			timer.Stop()
 		}
 	}()
-	// flush hands recs on to fn.
-	flush := func() error {
-		if len(recs) == 0 {
-			return nil
-		}
-		err := fn(herald.Batch{Epoch: c.epoch, Records: recs, Lost: recsLost})
-		clear(recs) // let the records' data go; fn must not keep the slice
-		recs = recs[:0]
-		return err
-	}
-	// lose notes a loss after the records read so far, which go first.
-	lose := func() error {
-		err := flush()
-		c.lost = true
-		return err
-	}
-	// through tells fn of a loss no record comes after (yet): a batch
-	// without records, read through the last message.
-	through := func() error {
-		if !c.lost {
-			return nil
-		}
-		c.lost = false
-		return fn(herald.Batch{Epoch: c.epoch, Lost: true, Through: c.read})
-	}
 	// atTail notes, once the consumer has nothing more pending, that the
 	// messages up to lastSeq it will never deliver were removed (the
 	// newest deleted or purged), so that fn learns it has read up to
@@ -233,9 +210,9 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 			return nil
 		}
 		c.read = lastSeq
-		return lose()
+		return c.out.Lose()
 	}
-	// take adds m to recs, or reports that the consumer missed a message.
+	// take adds m to the batch, or reports that the consumer missed a message.
 	take := func(m jetstream.Msg) error {
 		meta, err := m.Metadata()
 		if err != nil || meta.Sequence.Consumer != delivered+1 {
@@ -250,7 +227,7 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 		}
 		if seq > c.read+1 {
 			// Sequences are consecutive: one skipped is a record removed.
-			if err := lose(); err != nil {
+			if err := c.out.Lose(); err != nil {
 				return err
 			}
 		}
@@ -263,16 +240,13 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 			}
 			b.log.Log(ctx, level, "nats: skipping a message Herald cannot read; followers report it as lost",
 				"seq", seq, "subject", m.Subject(), "err", err)
-			if err := lose(); err != nil {
+			if err := c.out.Lose(); err != nil {
 				return err
 			}
 			return atTail(meta.NumPending)
 		}
 		r.Position = seq
-		if len(recs) == 0 {
-			recsLost, c.lost = c.lost, false
-		}
-		recs = append(recs, r)
+		c.out.Add(r)
 		return atTail(meta.NumPending)
 	}
 	for {
@@ -309,7 +283,7 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 		}
 		// Whatever else has arrived goes in the same batch.
 	more:
-		for stop == nil && len(recs) < followPage {
+		for stop == nil && c.out.Len() < followPage {
 			select {
 			case m := <-msgs:
 				stop = take(m)
@@ -317,11 +291,13 @@ func (b *Broker) consume(ctx context.Context, c *cursor, fn func(herald.Batch) e
 				break more
 			}
 		}
-		if err := flush(); err != nil {
+		if err := c.out.Flush(); err != nil {
 			return err
 		}
 		if stop == nil || errors.Is(stop, errReopen) {
-			if err := through(); err != nil {
+			// A loss no record comes after (yet): read through the last
+			// message.
+			if err := c.out.Through(c.read); err != nil {
 				return err
 			}
 		}

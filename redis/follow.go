@@ -9,6 +9,7 @@ import (
 
 	"github.com/herald-sse/herald"
 	"github.com/herald-sse/herald/internal/brokerwire"
+	"github.com/herald-sse/herald/internal/followbatch"
 )
 
 // Follow implements [herald.Broker]. It reads with XREAD BLOCK, so a
@@ -21,21 +22,16 @@ import (
 // entry's position, so that the reader knows it has read the log up to
 // its head.
 func (b *Broker) Follow(ctx context.Context, epoch string, after uint64, fn func(herald.Batch) error) error {
-	f := follower{b: b, fn: fn, epoch: epoch, cursor: streamID(after)}
+	f := follower{b: b, out: followbatch.New(epoch, fn), cursor: streamID(after)}
 	return f.run(ctx)
 }
 
 type follower struct {
-	b     *Broker
-	fn    func(herald.Batch) error
-	epoch string
+	b   *Broker
+	out *followbatch.Builder // the epoch followed, and the batch being made
 	// cursor is the ID of the last entry read, or Follow's after: the
 	// next entry names it as its p unless entries between were removed.
 	cursor string
-	// lost means entries after the last record handed to fn are gone and
-	// no batch has said so yet.
-	lost  bool
-	batch herald.Batch
 }
 
 func (f *follower) run(ctx context.Context) error {
@@ -49,8 +45,9 @@ func (f *follower) run(ctx context.Context) error {
 			if err != nil {
 				return f.b.fail(ctx, err)
 			}
-			if cur != f.epoch {
-				f.epoch, f.cursor, f.lost = cur, "0-0", false
+			if cur != f.out.Epoch() {
+				f.out.Restart(cur)
+				f.cursor = "0-0"
 			}
 			checkEpoch = false
 		}
@@ -66,7 +63,7 @@ func (f *follower) run(ctx context.Context) error {
 			if err != nil && !errors.Is(err, goredis.Nil) {
 				return f.b.fail(ctx, err)
 			}
-			checkEpoch = e != f.epoch
+			checkEpoch = e != f.out.Epoch()
 			continue
 		}
 		if err != nil {
@@ -89,19 +86,19 @@ func (f *follower) run(ctx context.Context) error {
 func (f *follower) read(ctx context.Context, msgs []goredis.XMessage) (replaced bool, err error) {
 	for _, m := range msgs {
 		e, _ := m.Values["e"].(string)
-		if e != f.epoch {
+		if e != f.out.Epoch() {
 			// Entries of a new log, or an entry nobody of ours wrote:
 			// only the epoch key tells which.
 			cur, _, err := f.b.head(ctx)
 			if err != nil {
 				return false, f.b.fail(ctx, err)
 			}
-			if cur != f.epoch {
-				return true, f.flush()
+			if cur != f.out.Epoch() {
+				return true, f.out.Flush()
 			}
 		}
 		if p, _ := m.Values["p"].(string); p != f.cursor {
-			if err := f.gap(); err != nil {
+			if err := f.out.Lose(); err != nil {
 				return false, err
 			}
 		}
@@ -110,25 +107,22 @@ func (f *follower) read(ctx context.Context, msgs []goredis.XMessage) (replaced 
 		if err != nil {
 			f.b.log.Warn("herald/redis: skipping a log entry it cannot read; followers report its events lost",
 				"stream", f.b.logKey, "entry", m.ID, "err", err)
-			if err := f.gap(); err != nil {
+			if err := f.out.Lose(); err != nil {
 				return false, err
 			}
 			continue
 		}
-		if len(f.batch.Records) == 0 {
-			f.batch.Lost, f.lost = f.lost, false
-		}
-		f.batch.Records = append(f.batch.Records, rec)
+		f.out.Add(rec)
 	}
-	if err := f.flush(); err != nil {
+	if err := f.out.Flush(); err != nil {
 		return false, err
 	}
 	return false, f.through()
 }
 
 func (f *follower) decode(m goredis.XMessage, epoch string) (herald.Record, error) {
-	if epoch != f.epoch {
-		return herald.Record{}, fmt.Errorf("entry of epoch %q in the log of epoch %q", epoch, f.epoch)
+	if epoch != f.out.Epoch() {
+		return herald.Record{}, fmt.Errorf("entry of epoch %q in the log of epoch %q", epoch, f.out.Epoch())
 	}
 	pos, err := position(m.ID)
 	if err != nil {
@@ -146,37 +140,15 @@ func (f *follower) decode(m goredis.XMessage, epoch string) (herald.Record, erro
 	return rec, nil
 }
 
-// gap ends the batch before a gap in the log, and marks the next one.
-func (f *follower) gap() error {
-	err := f.flush()
-	f.lost = true
-	return err
-}
-
 // through reports entries skipped after the last record handed to fn,
 // with no readable one after them: a batch without records, marked Lost,
 // whose Through is the last entry read.
 func (f *follower) through() error {
-	if !f.lost {
-		return nil
-	}
 	p, err := position(f.cursor)
 	if err != nil {
 		// An ID beyond any position (Head fails on it too): the next
 		// readable entry, if any, reports the loss.
 		return nil
 	}
-	f.lost = false
-	return f.fn(herald.Batch{Epoch: f.epoch, Lost: true, Through: p})
-}
-
-func (f *follower) flush() error {
-	if len(f.batch.Records) == 0 {
-		return nil
-	}
-	f.batch.Epoch = f.epoch
-	err := f.fn(f.batch)
-	clear(f.batch.Records) // let the records' data go; fn must not keep the slice
-	f.batch.Records = f.batch.Records[:0]
-	return err
+	return f.out.Through(p)
 }
