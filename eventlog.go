@@ -63,6 +63,27 @@ type logSink interface {
 	subscribers() int
 }
 
+// startEventLog makes h's log from its settings, which checkLogSettings
+// accepted, and starts its goroutines, if any. h's lock is held. This is
+// the one place that tells a single node from a cluster's: past it, the
+// hub sees only an eventLog.
+func startEventLog(h *Hub) eventLog {
+	if h.Broker == nil {
+		return &localLog{sink: h, name: h.NodeID, history: h.History}
+	}
+	return openClusterLog(h, h.History.(*MemoryHistory))
+}
+
+// checkLogSettings says why history (not nil) and broker cannot make a
+// log: a clustered node keeps its copy of the shared log in a
+// *MemoryHistory, which takes the log's positions and epoch.
+func checkLogSettings(history History, broker Broker) error {
+	if _, ok := history.(*MemoryHistory); broker != nil && !ok {
+		return fmt.Errorf("herald: a Hub with a Broker keeps its copy of the log in a *MemoryHistory, not a %T", history)
+	}
+	return nil
+}
+
 // localLog is a single node's log: its History orders the events, and
 // what it appends is delivered under the same lock.
 type localLog struct {

@@ -144,11 +144,7 @@ func (h *Hub) Open() error {
 	h.byTopic = make(map[string]map[*Subscriber]struct{})
 	h.scanned = make(map[*Subscriber]struct{})
 	h.epoch = h.History.Epoch()
-	if h.Broker != nil {
-		h.log = openClusterLog(h, h.History.(*MemoryHistory))
-	} else {
-		h.log = &localLog{sink: h, name: h.NodeID, history: h.History}
-	}
+	h.log = startEventLog(h)
 	h.opened = true
 	return nil
 }
@@ -164,8 +160,8 @@ func (h *Hub) checkSettings() error {
 	if v := reflect.ValueOf(h.History); v.Kind() == reflect.Pointer && v.IsNil() {
 		return fmt.Errorf("herald: History is a nil %T", h.History)
 	}
-	if _, ok := h.History.(*MemoryHistory); h.Broker != nil && !ok {
-		return fmt.Errorf("herald: a Hub with a Broker keeps its copy of the log in a *MemoryHistory, not a %T", h.History)
+	if err := checkLogSettings(h.History, h.Broker); err != nil {
+		return err
 	}
 	if e := h.History.Epoch(); !looksLikeEpoch(e) {
 		return fmt.Errorf("herald: the history's epoch %q is not 12 characters of [A-Za-z0-9_] (see NewEpoch)", e)
@@ -255,7 +251,8 @@ type SubscribeOptions struct {
 	// Wake, if set, replaces the Ready and Done channels, for drainers
 	// that are not goroutines (a poller serving thousands of streams):
 	// the hub calls it when the queue turns non-empty and when the
-	// subscriber is removed ([Subscriber.Removed] tells). It runs while the hub holds its locks,
+	// subscriber is removed (the drainer then learns it from
+	// [Subscriber.Removed]). It runs while the hub holds its locks,
 	// possibly before SubscribeWith returns: it must return at once and
 	// must not call the hub or the Subscriber.
 	Wake func()

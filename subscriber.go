@@ -94,8 +94,10 @@ func (s *Subscriber) Done() <-chan struct{} {
 	return s.done
 }
 
-// Removed reports whether the subscriber has left the hub (see Done), and
-// why (see Err).
+// Removed reports, in one locked read, what Done and Err tell: whether
+// the subscriber has left the hub and why. It is for drainers woken by
+// SubscribeOptions.Wake instead of channels (the stream engine), which
+// ask it after each wake rather than select on Done.
 func (s *Subscriber) Removed() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
