@@ -69,9 +69,9 @@ type logSink interface {
 // hub sees only an eventLog.
 func startEventLog(h *Hub) eventLog {
 	if h.Broker == nil {
-		return &localLog{sink: h, name: h.NodeID, history: h.History}
+		return &localLog{sink: h, name: h.NodeID, history: h.history}
 	}
-	return openClusterLog(h, h.History.(*MemoryHistory))
+	return openClusterLog(h, h.history.(*MemoryHistory))
 }
 
 // checkLogSettings says why history (not nil) and broker cannot make a

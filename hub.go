@@ -97,10 +97,14 @@ type Hub struct {
 
 	// mu serialises publishing so every subscriber sees events in one
 	// global order, and guards the subscription index and the epoch.
-	mu         sync.Mutex
-	opened     bool
-	closed     bool
-	log        eventLog
+	mu     sync.Mutex
+	opened bool
+	closed bool
+	log    eventLog
+	// What Open read from the exported fields: they are not read again.
+	history    History
+	queueLimit int
+	beatEvery  time.Duration
 	epoch      string // the log's epoch: generated IDs are made of it
 	publishSeq uint64 // numbers publishes so a subscriber matched twice gets an event once
 	subs       map[*Subscriber]struct{}
@@ -143,7 +147,14 @@ func (h *Hub) Open() error {
 	h.subs = make(map[*Subscriber]struct{})
 	h.byTopic = make(map[string]map[*Subscriber]struct{})
 	h.scanned = make(map[*Subscriber]struct{})
-	h.epoch = h.History.Epoch()
+	h.history, h.queueLimit, h.beatEvery = h.History, h.QueueBytes, h.Heartbeat
+	if h.queueLimit == 0 {
+		h.queueLimit = DefaultQueueBytes
+	}
+	if h.beatEvery == 0 {
+		h.beatEvery = DefaultHeartbeat
+	}
+	h.epoch = h.history.Epoch()
 	h.log = startEventLog(h)
 	h.opened = true
 	return nil
@@ -194,20 +205,6 @@ func (h *Hub) openLog() (eventLog, error) {
 		return nil, err
 	}
 	return h.log, nil
-}
-
-func (h *Hub) queueBytes() int {
-	if h.QueueBytes > 0 {
-		return h.QueueBytes
-	}
-	return DefaultQueueBytes
-}
-
-func (h *Hub) heartbeat() time.Duration {
-	if h.Heartbeat == 0 {
-		return DefaultHeartbeat
-	}
-	return h.Heartbeat
 }
 
 // Subscribe registers a subscriber for the events matching any of
@@ -284,7 +281,7 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 		rights:    opts.Rights,
 		connID:    opts.ConnectionID,
 		selectors: selectors,
-		limit:     h.queueBytes(),
+		limit:     h.queueLimit,
 		wake:      wake,
 	}
 	for _, sel := range selectors {
@@ -351,9 +348,9 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 		s.expires = expiryUnixNano(opts.Expires)
 		h.addExpiryLocked(s)
 	}
-	if h.stopBeat == nil && h.heartbeat() > 0 {
+	if h.stopBeat == nil && h.beatEvery > 0 {
 		h.stopBeat = make(chan struct{})
-		go h.beat(h.heartbeat(), h.stopBeat)
+		go h.beat(h.beatEvery, h.stopBeat)
 	}
 	return s, nil
 }

@@ -95,3 +95,32 @@ func TestHubLifecycle(t *testing.T) {
 		t.Fatalf("Close of a hub never opened: %v", err)
 	}
 }
+
+// Open reads the settings once: fields changed afterwards do not change
+// how the hub behaves, as Hub's documentation promises.
+func TestFieldsChangedAfterOpenAreNotRead(t *testing.T) {
+	first := NewMemoryHistory(Retention{})
+	h := &Hub{Heartbeat: -1, QueueBytes: 1 << 20, History: first}
+	if err := h.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	h.QueueBytes = 1 // would drop any subscriber sent a byte, if read
+	h.History = NewMemoryHistory(Retention{})
+	s, err := h.Subscribe(Topic("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Publish(Event{Topics: []string{"t"}, Data: "first"}, Event{Topics: []string{"t"}, Data: "second"}); err != nil {
+		t.Fatal(err)
+	}
+	if removed, why := s.Removed(); removed {
+		t.Fatalf("subscriber removed (%v): the QueueBytes set after Open was read", why)
+	}
+	if got := len(s.Drain(nil)); got != 2 {
+		t.Fatalf("drained %d frames, want 2", got)
+	}
+	if got := first.Head(); got != 2 {
+		t.Fatalf("the history given at Open holds %d events, want 2", got)
+	}
+}

@@ -38,7 +38,7 @@ func (h *Hub) resumePoint(s *Subscriber, lastEventID string, pre idCheck, head u
 		lo, hi := uint64(0), head // Lost(hi) is false: nothing follows the head
 		for lo < hi {
 			mid := lo + (hi-lo)/2
-			if h.History.Lost(mid, head, selectors) {
+			if h.history.Lost(mid, head, selectors) {
 				lo = mid + 1
 			} else {
 				hi = mid
@@ -61,7 +61,7 @@ func (h *Hub) resumePoint(s *Subscriber, lastEventID string, pre idCheck, head u
 		}
 		pos = id.pos
 	}
-	if h.History.Lost(pos, head, selectors) {
+	if h.history.Lost(pos, head, selectors) {
 		return 0, ResetExpired
 	}
 	return pos, ""
@@ -86,21 +86,21 @@ type idCheck struct {
 // connection is another connection, told to reload like any stream that
 // lost its place.
 func (h *Hub) checkID(s *Subscriber, id string) idCheck {
-	if m, ok := h.History.(recordLookup); ok {
+	if m, ok := h.history.(recordLookup); ok {
 		r, ok := m.lookupRecord(id)
 		if !ok {
 			return idCheck{}
 		}
 		return idCheck{pos: r.Position, visible: !r.restricted() || s.mayReceive(&r)}
 	}
-	pos, ok := h.History.Lookup(id)
+	pos, ok := h.history.Lookup(id)
 	if !ok {
 		return idCheck{}
 	}
 	c := idCheck{pos: pos}
 	// Records never change, only leave: the one at pos is the event
 	// (or, gone since, a miss like any other).
-	err := h.History.Replay(pos-1, pos, everything, func(recs []Record) error {
+	err := h.history.Replay(pos-1, pos, everything, func(recs []Record) error {
 		for i := range recs {
 			if r := &recs[i]; r.Position == pos && r.ID == id {
 				c.visible = !r.restricted() || s.mayReceive(r)
@@ -118,7 +118,7 @@ func (h *Hub) checkID(s *Subscriber, id string) idCheck {
 // Replay costs more than the critical section should), good while the ID
 // still points at the same record. h.mu must be held.
 func (h *Hub) lookupFor(s *Subscriber, id string, pre idCheck) (uint64, bool) {
-	pos, ok := h.History.Lookup(id)
+	pos, ok := h.history.Lookup(id)
 	if !ok {
 		return 0, false
 	}

@@ -13,7 +13,7 @@ func (h *Hub) Ready() error {
 	if err != nil {
 		return err
 	}
-	if hc, ok := h.History.(HealthChecker); ok {
+	if hc, ok := h.history.(HealthChecker); ok {
 		if err := hc.Healthy(); err != nil {
 			return err
 		}

@@ -133,7 +133,7 @@ func (s *Subscriber) Replay(fn func(frames [][]byte) error) error {
 	h := s.hub
 	var buf []byte
 	var frames [][]byte
-	return h.History.Replay(s.replayAfter, s.replayUpTo, s.selectors, func(recs []Record) error {
+	return h.history.Replay(s.replayAfter, s.replayUpTo, s.selectors, func(recs []Record) error {
 		if removed, why := s.Removed(); removed && (why == ErrSlowSubscriber || why == ErrResync || why == ErrSubscriptionExpired) {
 			// Live events overflowed the queue while the replay ran, the
 			// node lost its place in the log, or the subscription
