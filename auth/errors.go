@@ -3,13 +3,12 @@ package auth
 import (
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/herald-sse/herald/httpapi"
 )
 
 // Realm is the realm of the WWW-Authenticate challenges.
-const Realm = "herald"
+const Realm = httpapi.Realm
 
 // A Reason says in a word why a request was not authenticated. It is
 // stable, meant for programs (logs, metrics, client logic).
@@ -76,16 +75,16 @@ func (e *Error) StatusCode() int { return http.StatusUnauthorized }
 // else with error="invalid_token" and an error_description.
 func (e *Error) Challenge() string {
 	if e.Reason == ReasonMissing {
-		return `Bearer realm="` + Realm + `"`
+		return httpapi.BearerChallenge("", "")
 	}
-	return `Bearer realm="` + Realm + `", error="invalid_token", error_description="` + quotable(e.Description) + `"`
+	return httpapi.BearerChallenge("invalid_token", e.Description)
 }
 
 // InsufficientScope is the WWW-Authenticate header value for a 403
 // answered to a valid token that lacks the right asked for (RFC 6750
 // section 3.1), with description as error_description.
 func InsufficientScope(description string) string {
-	return `Bearer realm="` + Realm + `", error="insufficient_scope", error_description="` + quotable(description) + `"`
+	return httpapi.BearerChallenge("insufficient_scope", description)
 }
 
 // ReasonOf returns the reason of an [*Error] in err's chain, or "" if
@@ -96,20 +95,6 @@ func ReasonOf(err error) Reason {
 		return e.Reason
 	}
 	return ""
-}
-
-// quotable keeps the characters RFC 6750 allows in error_description
-// (printable ASCII but '"' and '\'), replacing the others.
-func quotable(s string) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r == '"' || r == '\\':
-			return '\''
-		case r < 0x20 || r > 0x7e:
-			return '?'
-		}
-		return r
-	}, s)
 }
 
 func newError(reason Reason, description string) *Error {

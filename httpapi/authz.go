@@ -46,8 +46,8 @@ type AuthError interface {
 // credentials claims something false.
 const ReasonNoCredentials = "missing"
 
-// realm names the hub in the challenges the handler writes itself.
-const realm = "herald"
+// Realm names the hub in the challenges of [BearerChallenge].
+const Realm = "herald"
 
 // authenticate verifies r with a, answering 401 itself when that fails.
 // A missing token is allowed (nil identity) when anonymous is true; a
@@ -82,21 +82,27 @@ const uncheckedMessage = "the credentials could not be checked"
 func (uncheckedCredentials) Error() string      { return uncheckedMessage }
 func (uncheckedCredentials) AuthReason() string { return "malformed" }
 func (uncheckedCredentials) Challenge() string {
-	return bearerChallenge("invalid_token", uncheckedMessage)
+	return BearerChallenge("invalid_token", uncheckedMessage)
 }
 
 // forbid answers 403 for a valid token that lacks a right. The challenge
 // is the handler's own: the refusal is about rights, not credentials, and
 // every credential a hub accepts is a bearer token (RFC 6750).
 func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, msg string) {
-	w.Header().Set("WWW-Authenticate", bearerChallenge("insufficient_scope", msg))
+	w.Header().Set("WWW-Authenticate", BearerChallenge("insufficient_scope", msg))
 	h.failWithReason(w, r, http.StatusForbidden, msg, "insufficient_scope")
 }
 
-// bearerChallenge is an RFC 6750 (section 3) challenge with an error code
-// and description.
-func bearerChallenge(code, description string) string {
-	return `Bearer realm="` + realm + `", error="` + code + `", error_description="` + quotable(description) + `"`
+// BearerChallenge is the RFC 6750 (section 3) WWW-Authenticate value the
+// handler writes: Bearer realm="herald", then, when code is not empty,
+// the error code and description (its characters that a quoted
+// error_description may not hold replaced). An [AuthError] for bearer
+// tokens can return it as its Challenge.
+func BearerChallenge(code, description string) string {
+	if code == "" {
+		return `Bearer realm="` + Realm + `"`
+	}
+	return `Bearer realm="` + Realm + `", error="` + code + `", error_description="` + quotable(description) + `"`
 }
 
 // quotable keeps the characters RFC 6750 allows in error_description

@@ -146,6 +146,26 @@ func wantLookup(t testing.TB, h herald.History, id string, want uint64, wantOK b
 }
 
 // wantLost checks Lost from after up to the head.
+// wantKeptWithin checks that h, holding recs under a MaxBytes limit,
+// kept the longest suffix of them whose sizes (Record.Size) fit: resuming
+// after the record before it is gapless, one record earlier is not. It
+// returns the index of the first record kept.
+func wantKeptWithin(t testing.TB, h herald.History, recs []herald.Record, limit int64) int {
+	t.Helper()
+	var total int64
+	first := len(recs)
+	for first > 0 && total+int64(recs[first-1].Size()) <= limit {
+		first--
+		total += int64(recs[first].Size())
+	}
+	if first == 0 {
+		t.Fatal("test records all fit the limit")
+	}
+	wantLost(t, h, recs[first-1].Position, all, false)
+	wantLost(t, h, recs[first-1].Position-1, all, true)
+	return first
+}
+
 func wantLost(t testing.TB, h herald.History, after uint64, sels []herald.Selector, want bool) {
 	t.Helper()
 	wantLostIn(t, h, after, h.Head(), sels, want)

@@ -106,17 +106,7 @@ func (s *suite) recipientsReopened(t *testing.T) {
 		r.Position = add(t, h, r)[0]
 		recs = append(recs, r)
 	}
-	var total int64
-	first := len(recs)
-	for first > 0 && total+int64(recs[first-1].Size()) <= limit {
-		first--
-		total += int64(recs[first].Size())
-	}
-	if first == 0 {
-		t.Fatal("test records all fit the limit")
-	}
-	wantLost(t, h, recs[first-1].Position, all, false)
-	wantLost(t, h, recs[first-1].Position-1, all, true)
+	first := wantKeptWithin(t, h, recs, limit)
 	wantRecipients(t, h, recs[first-1].Position, recs[first:])
 }
 
@@ -139,16 +129,6 @@ func (s *suite) maxBytesRecipients(t *testing.T) {
 		r.Position = add(t, h, r)[0]
 		recs = append(recs, r)
 	}
-	var total int64
-	first := len(recs)
-	for first > 0 && total+int64(recs[first-1].Size()) <= limit {
-		first--
-		total += int64(recs[first].Size())
-	}
-	if first == 0 {
-		t.Fatal("test records all fit the limit")
-	}
-	wantLost(t, h, recs[first-1].Position, all, false)
-	wantLost(t, h, recs[first-1].Position-1, all, true)
+	first := wantKeptWithin(t, h, recs, limit)
 	wantRecipients(t, h, recs[first-1].Position, recs[first:])
 }

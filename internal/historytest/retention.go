@@ -61,18 +61,7 @@ func (s *suite) maxBytes(t *testing.T) {
 		r.Position = add(t, h, r)[0]
 		recs = append(recs, r)
 	}
-	// The longest suffix within the limit is kept.
-	var total int64
-	first := len(recs)
-	for first > 0 && total+int64(recs[first-1].Size()) <= limit {
-		first--
-		total += int64(recs[first].Size())
-	}
-	if first == 0 {
-		t.Fatal("test records all fit the limit")
-	}
-	wantLost(t, h, recs[first-1].Position, all, false)
-	wantLost(t, h, recs[first-1].Position-1, all, true)
+	first := wantKeptWithin(t, h, recs, limit)
 	wantReplay(t, h, recs[first-1].Position, h.Head(), topics("t"), positionsOf(recs[first:]))
 	wantLookup(t, h, recs[first-1].ID, 0, false)
 	wantLookup(t, h, recs[first].ID, recs[first].Position, true)
