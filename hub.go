@@ -292,9 +292,14 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 		}
 	}
 
+	// A publisher's ID is looked up before the hub's lock (for a store
+	// whose lookup reads the disk, that costs more than the critical
+	// section should); lookupFor checks under the lock that it still
+	// holds.
 	var pre idCheck
+	checked := false
 	known := func() bool {
-		pre = h.checkID(s, lastEventID)
+		pre, checked = h.checkID(s, lastEventID), true
 		return pre.pos != 0 && pre.visible
 	}
 	if lastEventID == "" || lastEventID == Earliest {
@@ -303,6 +308,9 @@ func (h *Hub) subscribe(opts SubscribeOptions) (*Subscriber, error) {
 	aheadLimit, err := log.place(opts.Context, lastEventID, known)
 	if err != nil {
 		return nil, err
+	}
+	if known != nil && !checked {
+		known()
 	}
 
 	h.mu.Lock()

@@ -5,7 +5,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // 100 subscribers of mixed identities (anonymous, users with rights on
@@ -142,5 +144,67 @@ func TestLookupForRechecksAStaleAnswer(t *testing.T) {
 		if got, ok := h.lookupFor(c.s, "secret", c.pre); ok != c.want || ok && got != 2 {
 			t.Errorf("%s: lookupFor = %d, %v; want %v", c.name, got, ok, c.want)
 		}
+	}
+}
+
+// slowLookupHistory is a History whose check of a publisher's ID (the
+// one-record Replay the hub makes for a store without lookupRecord)
+// waits until release is closed, as a read from a slow disk would.
+type slowLookupHistory struct {
+	m       *MemoryHistory
+	started chan struct{} // closed when the slow read begins
+	once    sync.Once
+	release chan struct{}
+}
+
+func (h *slowLookupHistory) Epoch() string                           { return h.m.Epoch() }
+func (h *slowLookupHistory) Append(r []Record) (func() error, error) { return h.m.Append(r) }
+func (h *slowLookupHistory) Head() uint64                            { return h.m.Head() }
+func (h *slowLookupHistory) Lookup(id string) (uint64, bool)         { return h.m.Lookup(id) }
+func (h *slowLookupHistory) Lost(a, u uint64, s []Selector) bool     { return h.m.Lost(a, u, s) }
+func (h *slowLookupHistory) Close() error                            { return h.m.Close() }
+func (h *slowLookupHistory) Replay(after, upTo uint64, sels []Selector, fn func([]Record) error) error {
+	if upTo == after+1 && len(sels) == len(everything) && sels[0] == everything[0] {
+		h.once.Do(func() { close(h.started) })
+		<-h.release
+	}
+	return h.m.Replay(after, upTo, sels, fn)
+}
+
+// A subscriber resuming after a publisher's ID has it checked before the
+// hub's lock is taken: publishing goes on while the store reads.
+func TestPublisherIDCheckedOutsideTheLock(t *testing.T) {
+	hist := &slowLookupHistory{m: NewMemoryHistory(Retention{}), started: make(chan struct{}), release: make(chan struct{})}
+	h := &Hub{Heartbeat: -1, History: hist}
+	if err := h.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.Publish(Event{ID: "mine", Topics: []string{"t"}, Data: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	subscribed := make(chan error, 1)
+	go func() {
+		_, err := h.SubscribeWith(SubscribeOptions{Selectors: []Selector{Topic("t")}, LastEventID: "mine"})
+		subscribed <- err
+	}()
+	<-hist.started
+	published := make(chan error, 1)
+	go func() {
+		_, err := h.Publish(Event{Topics: []string{"t"}, Data: "b"})
+		published <- err
+	}()
+	select {
+	case err := <-published:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(hist.release) // let both finish, so the failure does not hang
+		t.Fatal("a publish waited for the store to read a resuming subscriber's ID: it was read under the hub's lock")
+	}
+	close(hist.release)
+	if err := <-subscribed; err != nil {
+		t.Fatal(err)
 	}
 }

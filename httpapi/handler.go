@@ -268,7 +268,7 @@ func (h *Handler) acquireStream(o owner) (status int, msg string) {
 		return http.StatusTooManyRequests, "too many streams from this address"
 	}
 	if o.subject != "" && !take(&h.perMu, &h.perSubject, o.subject, h.MaxConnectionsPerSubject) {
-		give(&h.perMu, h.perIP, o.ip, h.MaxConnectionsPerIP)
+		give(&h.perMu, &h.perIP, o.ip, h.MaxConnectionsPerIP)
 		return http.StatusTooManyRequests, "too many streams for this user"
 	}
 	for {
@@ -301,22 +301,23 @@ func take[K comparable](mu *sync.Mutex, counts *map[K]int, key K, limit int) boo
 	return true
 }
 
-// give undoes take.
-func give[K comparable](mu *sync.Mutex, counts map[K]int, key K, limit int) {
+// give undoes take. The map is read under mu, like take's, since take
+// may be making it.
+func give[K comparable](mu *sync.Mutex, counts *map[K]int, key K, limit int) {
 	if limit <= 0 {
 		return
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if counts[key]--; counts[key] <= 0 {
-		delete(counts, key)
+	if (*counts)[key]--; (*counts)[key] <= 0 {
+		delete(*counts, key)
 	}
 }
 
 func (h *Handler) releaseOwner(o owner) {
-	give(&h.perMu, h.perIP, o.ip, h.MaxConnectionsPerIP)
+	give(&h.perMu, &h.perIP, o.ip, h.MaxConnectionsPerIP)
 	if o.subject != "" {
-		give(&h.perMu, h.perSubject, o.subject, h.MaxConnectionsPerSubject)
+		give(&h.perMu, &h.perSubject, o.subject, h.MaxConnectionsPerSubject)
 	}
 }
 

@@ -68,7 +68,10 @@ type Owner interface {
 	// Ended is called exactly once, when the stream is over and its
 	// connection closed. It runs on one of the engine's goroutines, with
 	// the stream locked (or on Serve's caller, for a stream that never
-	// went live), and must not block; it may close the queue.
+	// went live). It may close the queue (which takes the hub's lock:
+	// see locksordering.txt) and log, but must not wait for anything
+	// that waits for the engine (another stream's end, a write), and
+	// should be quick: the poller is one goroutine for every stream.
 	Ended(End)
 }
 
